@@ -1,0 +1,29 @@
+//! The Corral API (`corral.v1`) for Rust: every message, the tonic clients and the
+//! tonic server traits, generated from `proto/corral/v1/*.proto` at build time.
+//!
+//! The `.proto` files are the single source of the API; clients in other languages
+//! are generated from the same files (or discovered through the server's gRPC
+//! reflection, which serves [`FILE_DESCRIPTOR_SET`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use corral::pb::session_service_client::SessionServiceClient;
+//! use corral::pb::ListSessionsRequest;
+//!
+//! let mut client = SessionServiceClient::connect("http://127.0.0.1:50051").await?;
+//! let sessions = client.list_sessions(ListSessionsRequest::default()).await?;
+//! println!("{} sessions", sessions.into_inner().sessions.len());
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+/// Generated types of package `corral.v1`.
+pub mod pb {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("corral.v1");
+}
+
+/// The encoded `google.protobuf.FileDescriptorSet` of `corral.v1` and the well-known
+/// types it imports, for gRPC server reflection and dynamic (JSON) encoding.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("corral_descriptor");
