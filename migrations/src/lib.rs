@@ -1,1 +1,20 @@
+//! The schema of the Corral store, created and upgraded at server start-up.
+//!
+//! One migration per schema change, each run in a transaction on both SQLite and
+//! PostgreSQL (`use_transaction = true`), so a server killed in the middle of a
+//! migration leaves the schema as it was before it. Times are stored as BIGINT
+//! microseconds since the Unix epoch (UTC), ids as text UUIDs: the same on both
+//! backends, exact, and ordered.
 
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_initial;
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_initial::Migration)]
+    }
+}

@@ -1,1 +1,27 @@
+//! corrald, the Corral server, as a library: the binary is a thin `main` around
+//! [`server::serve`], and the tests start the same server in-process on port 0.
+//!
+//! ```text
+//! main.rs / server.rs   config → tracing → store (migrations) → manager → gRPC
+//! api/                  one file per gRPC service: decode, call, encode
+//! manager/              what each RPC does: domain checks, then store and processes
+//! domain/               the state machine, names, filters, page tokens (pure)
+//! supervisor/           worker actors: PTY, process tree, scrollback ring, cursors
+//! store/                SeaORM entities and queries, one error type
+//! error.rs              the cause enum and its one mapping to tonic::Status
+//! ```
 
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod manager;
+pub mod server;
+pub mod store;
+pub mod supervisor;
+
+pub use config::Config;
+pub use server::{RunningServer, serve, serve_with_clock};

@@ -1,1 +1,74 @@
-fn main() {}
+//! `corrald`: parses its configuration, sets up logging, runs the server until
+//! SIGINT or SIGTERM, then drains.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use corral_server::Config;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for bad configuration (EX_USAGE of sysexits.h).
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if let Err(message) = config.validate() {
+        eprintln!("corrald: {message}");
+        return ExitCode::from(EX_USAGE);
+    }
+    let filter = match EnvFilter::try_new(&config.log) {
+        Ok(filter) => filter,
+        Err(err) => {
+            eprintln!(
+                "corrald: --log {:?} is not a valid filter: {err}",
+                config.log
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("corrald: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(%err, "corrald failed");
+            eprintln!("corrald: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> corral_server::error::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let server = corral_server::serve(config).await?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| corral_server::error::Error::Internal(format!("SIGINT handler: {e}")))?;
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| corral_server::error::Error::Internal(format!("SIGTERM handler: {e}")))?;
+    tokio::select! {
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    server.shutdown();
+    server.wait().await
+}

@@ -1,0 +1,188 @@
+//! Conversions between the manager's views and the generated `corral.v1` types:
+//! the one place where generated types meet domain types.
+
+use corral::pb;
+
+use crate::clock::to_timestamp;
+use crate::domain::names::{session_name, worker_name};
+use crate::domain::state::{Action, State, available_actions};
+use crate::manager::{SessionView, WorkerView};
+use crate::supervisor::{ExitInfo, WindowSize};
+
+/// A domain state as the API's enum.
+pub fn state_to_pb(state: State) -> pb::session::State {
+    use pb::session::State as P;
+    match state {
+        State::Created => P::Created,
+        State::Starting => P::Starting,
+        State::Active => P::Active,
+        State::Paused => P::Paused,
+        State::Stopped => P::Stopped,
+        State::Archived => P::Archived,
+        State::Error => P::Error,
+        State::Deleted => P::Deleted,
+    }
+}
+
+/// A domain action as the API's enum.
+pub fn action_to_pb(action: Action) -> pb::session::Action {
+    use pb::session::Action as P;
+    match action {
+        Action::Start => P::Start,
+        Action::Pause => P::Pause,
+        Action::Resume => P::Resume,
+        Action::Stop => P::Stop,
+        Action::Restart => P::Restart,
+        Action::Archive => P::Archive,
+        Action::Reopen => P::Reopen,
+        Action::Retry => P::Retry,
+        Action::Discard => P::Discard,
+        Action::Delete => P::Delete,
+    }
+}
+
+fn worker_state_to_pb(state: &str) -> pb::worker::State {
+    pb::worker::State::from_str_name(state).unwrap_or(pb::worker::State::Unspecified)
+}
+
+/// A session view as the API's resource.
+pub fn session_to_pb(view: &SessionView) -> pb::Session {
+    let model = &view.row.model;
+    let state = view.state();
+    let id = uuid::Uuid::try_parse(&model.id).unwrap_or_default();
+    let source = match model.kind.as_str() {
+        "WORKTREE" => Some(pb::session::Source::Worktree(pb::WorktreeSource {
+            repository: model.repository.clone().unwrap_or_default(),
+            branch: model.branch.clone().unwrap_or_default(),
+            base_ref: model.base_ref.clone().unwrap_or_default(),
+            worktree_path: model.worktree_path.clone().unwrap_or_default(),
+            saved_ref: model.saved_ref.clone().unwrap_or_default(),
+        })),
+        _ => Some(pb::session::Source::Quick(pb::QuickSource {
+            work_dir: model.work_dir.clone(),
+        })),
+    };
+    let kind = match model.kind.as_str() {
+        "WORKTREE" => pb::session::Kind::Worktree,
+        "QUICK" => pb::session::Kind::Quick,
+        _ => pb::session::Kind::Unspecified,
+    };
+    pb::Session {
+        name: session_name(id),
+        id: model.id.clone(),
+        display_name: model.display_name.clone(),
+        description: model.description.clone(),
+        labels: view.row.labels.clone().into_iter().collect(),
+        source,
+        kind: kind.into(),
+        work_dir: model.work_dir.clone(),
+        state: state_to_pb(state).into(),
+        available_actions: available_actions(state)
+            .into_iter()
+            .map(|a| action_to_pb(a).into())
+            .collect(),
+        state_reason: model.state_reason.clone(),
+        last_error: model.last_error.clone(),
+        auto_archived: model.auto_archived,
+        create_time: Some(to_timestamp(model.create_time)),
+        update_time: Some(to_timestamp(model.update_time)),
+        start_time: model.start_time.map(to_timestamp),
+        pause_time: model.pause_time.map(to_timestamp),
+        resume_time: model.resume_time.map(to_timestamp),
+        stop_time: model.stop_time.map(to_timestamp),
+        archive_time: model.archive_time.map(to_timestamp),
+        delete_time: model.delete_time.map(to_timestamp),
+        purge_time: model.purge_time.map(to_timestamp),
+        resume_deadline: view.resume_deadline.map(to_timestamp),
+        pause_count: model.pause_count,
+        resume_count: model.resume_count,
+        retry_count: model.retry_count,
+        restart_count: model.restart_count,
+        attached_clients: i32::try_from(view.attached).unwrap_or(i32::MAX),
+        message_count: model.message_count,
+        user_messages: model.user_messages,
+        assistant_messages: model.assistant_messages,
+        workers: view.workers.iter().map(worker_to_pb).collect(),
+        creator: model.creator.clone(),
+        etag: crate::manager::etag(&view.row),
+    }
+}
+
+/// A worker view as the API's resource.
+pub fn worker_to_pb(view: &WorkerView) -> pb::Worker {
+    let model = &view.model;
+    let session = uuid::Uuid::try_parse(&model.session_id).unwrap_or_default();
+    let id = uuid::Uuid::try_parse(&model.id).unwrap_or_default();
+    let (kind, spec) = match model.kind.as_str() {
+        "AGENT" => (
+            pb::worker::Kind::Agent,
+            pb::worker::Spec::Agent(pb::AgentSpec {
+                profile: model.agent_profile.clone(),
+                model: model.model.clone(),
+                extra_args: serde_json::from_str(&model.extra_args).unwrap_or_default(),
+                agent_session_id: model.agent_session_id.clone(),
+            }),
+        ),
+        _ => (
+            pb::worker::Kind::Terminal,
+            pb::worker::Spec::Terminal(pb::TerminalSpec {
+                command: serde_json::from_str(&model.command).unwrap_or_default(),
+                env: serde_json::from_str(&model.env).unwrap_or_default(),
+            }),
+        ),
+    };
+    let exit_status = (model.exit_code.is_some() || model.exit_signal.is_some()).then(|| {
+        exit_to_pb(&ExitInfo {
+            code: model.exit_code,
+            signal: model
+                .exit_signal
+                .as_deref()
+                .and_then(|name| name.parse::<nix::sys::signal::Signal>().ok())
+                .map(|s| s as i32),
+            core_dumped: false,
+            exec_failure: None,
+        })
+    });
+    pb::Worker {
+        name: worker_name(session, id),
+        id: model.id.clone(),
+        display_name: model.display_name.clone(),
+        kind: kind.into(),
+        spec: Some(spec),
+        state: worker_state_to_pb(&model.state).into(),
+        pid: view.pid.unwrap_or(0),
+        exit_status,
+        last_error: model.last_error.clone(),
+        attached_clients: i32::try_from(view.attached).unwrap_or(i32::MAX),
+        size: Some(size_to_pb(view.size)),
+        output_offset: i64::try_from(view.output_offset).unwrap_or(i64::MAX),
+        activity: if kind == pb::worker::Kind::Agent {
+            pb::worker::Activity::Unknown.into()
+        } else {
+            pb::worker::Activity::Unspecified.into()
+        },
+        activity_evidence: None,
+        create_time: Some(to_timestamp(model.create_time)),
+        start_time: model.start_time.map(to_timestamp),
+        exit_time: model.exit_time.map(to_timestamp),
+        restart_count: model.restart_count,
+    }
+}
+
+/// A PTY size as the API's message.
+pub fn size_to_pb(size: WindowSize) -> pb::WindowSize {
+    pb::WindowSize {
+        rows: u32::from(size.rows),
+        cols: u32::from(size.cols),
+    }
+}
+
+/// An exit as the API's message.
+pub fn exit_to_pb(exit: &ExitInfo) -> pb::ExitStatus {
+    pb::ExitStatus {
+        code: exit.code,
+        signal: exit.signal_name().unwrap_or_default(),
+        core_dumped: exit.core_dumped,
+        description: exit.describe(),
+    }
+}

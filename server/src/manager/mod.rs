@@ -1,0 +1,365 @@
+//! The manager: what each RPC does, in two hops — ask the domain what is allowed,
+//! then make it happen in the store and the supervisor.
+//!
+//! Transitions are optimistic: read the session, ask the state machine, write the
+//! new row only if its version did not change (see `Store::write_session`). A
+//! conflicting writer re-reads and asks again, so concurrent calls on one session
+//! serialize without holding any lock across an `.await`: exactly one wins; the
+//! others see the new state and are refused (FAILED_PRECONDITION) or, when they
+//! passed an etag, told it is stale (ABORTED).
+//!
+//! Processes follow the stored state: a start is recorded (STARTING) before
+//! anything is spawned, and whoever loses a race against a concurrent stop cleans
+//! up what it spawned.
+
+pub mod lifecycle;
+mod sessions;
+mod transitions;
+mod workers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::clock::{Clock, micros_of};
+use crate::config::Config;
+use crate::domain::names::Ref;
+use crate::domain::state::State;
+use crate::error::{Error, Result};
+use crate::store::entities::worker;
+use crate::store::{SessionRow, Store};
+use crate::supervisor::{Supervisor, SupervisorConfig, SupervisorEvent, WindowSize};
+pub use lifecycle::{Cause, Retention};
+pub use sessions::{ListSessions, NewSession, SessionPatch, SourceSpec, etag};
+pub use workers::{Attachment, NewWorker, WorkerSpec};
+
+/// How many times a transition re-reads after losing a race before giving up with
+/// ABORTED.
+const MAX_CONFLICT_RETRIES: usize = 8;
+
+/// A session with its workers and live counters, ready to be shown.
+#[derive(Clone, Debug)]
+pub struct SessionView {
+    pub row: SessionRow,
+    pub workers: Vec<WorkerView>,
+    /// Clients attached to any worker right now.
+    pub attached: u32,
+    /// Until when a STOPPED session can be resumed (µs).
+    pub resume_deadline: Option<i64>,
+}
+
+impl SessionView {
+    /// The session's state.
+    pub fn state(&self) -> State {
+        State::parse(&self.row.model.state).unwrap_or(State::Error)
+    }
+}
+
+/// A worker with its live counters.
+#[derive(Clone, Debug)]
+pub struct WorkerView {
+    pub model: worker::Model,
+    pub attached: u32,
+    pub output_offset: u64,
+    pub pid: Option<i32>,
+    pub size: WindowSize,
+}
+
+/// Settings the manager uses, derived from [`Config`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub stop_grace: Duration,
+    pub resume_window: Duration,
+    pub retention: Retention,
+    pub max_retries: u32,
+    pub max_workers_per_session: usize,
+    pub max_clients_per_worker: u32,
+    pub max_pty_rows: u16,
+    pub max_pty_cols: u16,
+    pub shell: PathBuf,
+    pub data_dir: PathBuf,
+    /// Set for every worker, over what it inherits.
+    pub worker_env: Vec<(String, String)>,
+}
+
+impl Settings {
+    /// From the server's configuration.
+    pub fn from_config(config: &Config) -> Self {
+        Settings {
+            stop_grace: config.stop_grace,
+            resume_window: config.resume_window,
+            retention: Retention {
+                tombstone_micros: micros_of(config.tombstone_retention),
+            },
+            max_retries: config.max_retries,
+            max_workers_per_session: config.max_workers_per_session,
+            max_clients_per_worker: config.max_clients_per_worker,
+            max_pty_rows: config.max_pty_rows,
+            max_pty_cols: config.max_pty_cols,
+            shell: config.shell(),
+            data_dir: config.data_dir(),
+            worker_env: config.worker_env.clone(),
+        }
+    }
+}
+
+/// The manager. Shared by every gRPC handler behind an `Arc`.
+#[derive(Debug)]
+pub struct Manager {
+    settings: Settings,
+    store: Store,
+    supervisor: Arc<Supervisor>,
+    clock: Arc<dyn Clock>,
+    /// Per worker: the last run whose exit was recorded, so an exit seen both by a
+    /// stopper and by the exit listener is recorded once. A std mutex: the
+    /// check-and-set never spans an `.await`.
+    recorded_exits: Mutex<HashMap<Uuid, u64>>,
+    shutdown: CancellationToken,
+}
+
+impl Manager {
+    /// A manager over `store`, with a supervisor built from `config`. Starts the task
+    /// that records worker exits, and reconciles the store with reality: sessions a
+    /// previous run of the server left running are stopped (their processes died
+    /// with it).
+    pub async fn start(
+        config: &Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Manager>> {
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let supervisor = Supervisor::new(
+            SupervisorConfig {
+                scrollback_bytes: config.scrollback_bytes,
+                ..SupervisorConfig::default()
+            },
+            events_tx,
+        );
+        let manager = Arc::new(Manager {
+            settings: Settings::from_config(config),
+            store,
+            supervisor,
+            clock,
+            recorded_exits: Mutex::new(HashMap::new()),
+            shutdown,
+        });
+        manager.reconcile().await?;
+        tokio::spawn(exit_listener(Arc::downgrade(&manager), events_rx));
+        Ok(manager)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The supervisor.
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.supervisor
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Cancelled when the server shuts down; long-lived streams select on it.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Loads a session or answers NOT_FOUND.
+    async fn load(&self, session: &Ref) -> Result<SessionRow> {
+        self.store
+            .find_session(session)
+            .await?
+            .ok_or_else(|| Error::session_not_found(format!("sessions/{session}")))
+    }
+
+    /// A session with its workers and live counters.
+    async fn view(&self, row: SessionRow) -> Result<SessionView> {
+        let workers = self.store.list_workers(&row.model.id).await?;
+        Ok(self.view_with(row, workers))
+    }
+
+    fn view_with(&self, row: SessionRow, workers: Vec<worker::Model>) -> SessionView {
+        let workers: Vec<WorkerView> = workers.into_iter().map(|w| self.worker_view(w)).collect();
+        let attached = workers.iter().map(|w| w.attached).sum();
+        let resume_deadline = match State::parse(&row.model.state) {
+            Some(State::Stopped) => row
+                .model
+                .stop_time
+                .map(|stop| stop.saturating_add(micros_of(self.settings.resume_window))),
+            _ => None,
+        };
+        SessionView {
+            row,
+            workers,
+            attached,
+            resume_deadline,
+        }
+    }
+
+    fn worker_view(&self, model: worker::Model) -> WorkerView {
+        let handle = Uuid::try_parse(&model.id)
+            .ok()
+            .and_then(|id| self.supervisor.handle(id));
+        match handle {
+            Some(handle) => WorkerView {
+                attached: handle.attached(),
+                output_offset: handle.output_offset(),
+                pid: handle.pid(),
+                size: handle.size(),
+                model,
+            },
+            None => WorkerView {
+                attached: 0,
+                output_offset: 0,
+                pid: None,
+                size: WindowSize {
+                    rows: u16::try_from(model.rows).unwrap_or(24),
+                    cols: u16::try_from(model.cols).unwrap_or(80),
+                },
+                model,
+            },
+        }
+    }
+
+    /// Stops every worker and marks the sessions that were running as STOPPED
+    /// ("server shut down"), so the store says what is true once the server is gone.
+    pub async fn shutdown(&self) {
+        let running = self.store_running_sessions().await.unwrap_or_default();
+        self.supervisor.shutdown(self.settings.stop_grace).await;
+        for row in running {
+            if let Err(err) = self
+                .force_stopped(row, "server shut down while the session was running")
+                .await
+            {
+                tracing::error!(%err, "recording a session as stopped at shutdown");
+            }
+        }
+    }
+
+    async fn store_running_sessions(&self) -> Result<Vec<SessionRow>> {
+        use crate::domain::filter::{Expr, Op};
+        let mut rows = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .list_sessions(&crate::store::SessionQuery {
+                    filter: Some(Expr::Or(vec![
+                        Expr::State(Op::Eq, State::Starting),
+                        Expr::State(Op::Eq, State::Active),
+                        Expr::State(Op::Eq, State::Paused),
+                    ])),
+                    page_size: 500,
+                    after,
+                    ..Default::default()
+                })
+                .await?;
+            rows.extend(page.sessions);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(rows),
+            }
+        }
+    }
+
+    /// Start-up reconciliation: sessions stored as STARTING/ACTIVE/PAUSED have no
+    /// processes in this server (they died with the previous one), so they become
+    /// STOPPED with the reason recorded; their workers are marked stopped.
+    async fn reconcile(&self) -> Result<()> {
+        for row in self.store_running_sessions().await? {
+            let id = row.model.id.clone();
+            self.force_stopped(
+                row,
+                "server restarted; the previous run ended while the session was running",
+            )
+            .await?;
+            tracing::info!(session_id = %id, "reconciled: stopped after a server restart");
+        }
+        Ok(())
+    }
+
+    /// Moves a running session to STOPPED (an automatic transition the table allows
+    /// from STARTING, ACTIVE and PAUSED) and marks its running workers stopped.
+    async fn force_stopped(&self, mut row: SessionRow, reason: &str) -> Result<()> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let from = State::parse(&row.model.state).unwrap_or(State::Error);
+            if !from.is_running() {
+                return Ok(());
+            }
+            let now = self.now();
+            let mut new = row.clone();
+            let event = lifecycle::apply(
+                &mut new.model,
+                from,
+                State::Stopped,
+                &Cause::Automatic(reason.to_owned()),
+                now,
+                self.settings.retention,
+            );
+            match self.store.write_session(&row, &new, vec![event]).await? {
+                crate::store::Write::Done(_) => {
+                    for worker in self.store.list_workers(&row.model.id).await? {
+                        self.mark_worker_stopped(&worker).await?;
+                    }
+                    return Ok(());
+                }
+                crate::store::Write::Conflict => {
+                    row = match self.store.get_session(&row.model.id).await? {
+                        Some(row) => row,
+                        None => return Ok(()),
+                    };
+                }
+            }
+        }
+        Err(Error::Aborted {
+            message: format!("session {} kept changing while being stopped", row.model.id),
+        })
+    }
+
+    /// Lists labels of a session for display (sorted).
+    pub fn labels(row: &SessionRow) -> &BTreeMap<String, String> {
+        &row.labels
+    }
+}
+
+/// Records worker exits reported by the supervisor until the manager is dropped.
+async fn exit_listener(
+    manager: std::sync::Weak<Manager>,
+    mut events: mpsc::Receiver<SupervisorEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
+        match event {
+            SupervisorEvent::Exited {
+                session_id,
+                worker_id,
+                generation,
+                exit,
+                stopped,
+            } => {
+                if let Err(err) = manager
+                    .on_worker_exit(session_id, worker_id, generation, &exit, stopped)
+                    .await
+                {
+                    tracing::error!(%session_id, %worker_id, %err, "recording a worker exit");
+                }
+            }
+        }
+    }
+}

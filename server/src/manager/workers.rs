@@ -1,0 +1,883 @@
+//! Workers: their rows, their processes, their exits, and attaching to them.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::sessions::{default_workers, page_size, parse_id, state_of};
+use super::{Manager, WorkerView};
+use crate::domain::names::{self, Ref, validate_display_name};
+use crate::domain::state::{Event, State};
+use crate::error::{Error, Result, not_in_state};
+use crate::store::entities::worker;
+use crate::store::{EventKind, EventPayload, NewEvent, SessionRow};
+use crate::supervisor::{
+    ExitInfo, Program, ReplayFrom, SignalTarget, SpawnSpec, Subscription, WindowSize, WorkerHandle,
+};
+
+/// Stored worker states (`Worker.State` names).
+pub mod worker_state {
+    pub const PENDING: &str = "PENDING";
+    pub const RUNNING: &str = "RUNNING";
+    pub const PAUSED: &str = "PAUSED";
+    pub const EXITED: &str = "EXITED";
+    pub const FAILED: &str = "FAILED";
+    pub const STOPPED: &str = "STOPPED";
+}
+
+/// Stored worker kinds (`Worker.Kind` names).
+pub mod worker_kind {
+    pub const TERMINAL: &str = "TERMINAL";
+}
+
+/// What a new worker runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerSpec {
+    /// A command (argv) or, when empty, the user's shell.
+    Terminal {
+        command: Vec<String>,
+        env: BTreeMap<String, String>,
+    },
+    /// An agent from a server-side profile.
+    Agent {
+        profile: String,
+        model: String,
+        extra_args: Vec<String>,
+    },
+}
+
+/// A worker to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewWorker {
+    /// Empty: a default (`shell`, `terminal-2`, …).
+    pub display_name: String,
+    pub spec: WorkerSpec,
+}
+
+/// An attached client's end of a worker: its output subscription and the handle
+/// its input goes to.
+#[derive(Debug)]
+pub struct Attachment {
+    pub subscription: Subscription,
+    pub handle: WorkerHandle,
+    pub worker: WorkerView,
+    /// The replay covers `[replay_start, replay_end)`.
+    pub replay_start: u64,
+    pub replay_end: u64,
+}
+
+/// Most arguments of a terminal command, and bytes per argument.
+const MAX_ARGS: usize = 256;
+const MAX_ARG_BYTES: usize = 4096;
+/// Most extra environment variables of a terminal worker.
+const MAX_ENV: usize = 128;
+
+/// Variables of the server's environment a child inherits; nothing else is passed
+/// on (no secrets, no tokens, no `CLAUDECODE`-style markers).
+const INHERITED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+];
+
+fn validate_terminal(command: &[String], env: &BTreeMap<String, String>) -> Result<()> {
+    if command.len() > MAX_ARGS {
+        return Err(Error::invalid(
+            "worker.terminal.command",
+            format!("has {} arguments; the limit is {MAX_ARGS}", command.len()),
+        ));
+    }
+    for (i, arg) in command.iter().enumerate() {
+        names::validate_text(&format!("worker.terminal.command[{i}]"), arg, MAX_ARG_BYTES)?;
+    }
+    if command.first().is_some_and(String::is_empty) {
+        return Err(Error::invalid(
+            "worker.terminal.command[0]",
+            "the program must not be empty",
+        ));
+    }
+    if env.len() > MAX_ENV {
+        return Err(Error::invalid(
+            "worker.terminal.env",
+            format!("has {} variables; the limit is {MAX_ENV}", env.len()),
+        ));
+    }
+    for (key, value) in env {
+        let valid_key = !key.is_empty()
+            && !key.as_bytes()[0].is_ascii_digit()
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_key {
+            return Err(Error::invalid(
+                format!("worker.terminal.env.{key}"),
+                "variable names are letters, digits and '_', not starting with a digit",
+            ));
+        }
+        names::validate_text(&format!("worker.terminal.env.{key}"), value, MAX_ARG_BYTES)?;
+    }
+    Ok(())
+}
+
+/// The name a new terminal worker gets when none is given.
+fn default_worker_name(taken: &[&str]) -> String {
+    if !taken.contains(&"shell") {
+        return "shell".into();
+    }
+    (2..)
+        .map(|n| format!("terminal-{n}"))
+        .find(|name| !taken.contains(&name.as_str()))
+        .unwrap_or_else(|| format!("terminal-{}", Uuid::new_v4().simple()))
+}
+
+impl Manager {
+    /// Validates `spec` and builds the row of a new worker of session `session_id`.
+    pub(super) fn new_worker_model(
+        &self,
+        session_id: Uuid,
+        position: i32,
+        spec: &NewWorker,
+        taken: &[&str],
+        now: i64,
+    ) -> Result<worker::Model> {
+        let display_name = if spec.display_name.is_empty() {
+            default_worker_name(taken)
+        } else {
+            validate_display_name("worker.display_name", &spec.display_name)?;
+            if taken.contains(&spec.display_name.as_str()) {
+                return Err(Error::AlreadyExists {
+                    kind: "worker",
+                    name: spec.display_name.clone(),
+                    detail: "; worker names are unique within a session".into(),
+                });
+            }
+            spec.display_name.clone()
+        };
+        let (kind, command, env) = match &spec.spec {
+            WorkerSpec::Terminal { command, env } => {
+                validate_terminal(command, env)?;
+                (
+                    worker_kind::TERMINAL,
+                    serde_json::to_string(command).unwrap_or_else(|_| "[]".into()),
+                    serde_json::to_string(env).unwrap_or_else(|_| "{}".into()),
+                )
+            }
+            WorkerSpec::Agent { .. } => {
+                return Err(Error::Unimplemented {
+                    rpc: "agent workers (Worker.agent)",
+                });
+            }
+        };
+        let default_size = WindowSize::default();
+        Ok(worker::Model {
+            id: Uuid::new_v4().to_string(),
+            session_id: session_id.to_string(),
+            display_name,
+            position,
+            kind: kind.into(),
+            command,
+            env,
+            agent_profile: String::new(),
+            model: String::new(),
+            extra_args: "[]".into(),
+            agent_session_id: String::new(),
+            state: worker_state::PENDING.into(),
+            last_error: String::new(),
+            exit_code: None,
+            exit_signal: None,
+            pid: None,
+            process_start_ticks: None,
+            boot_id: None,
+            rows: i32::from(default_size.rows),
+            cols: i32::from(default_size.cols),
+            create_time: now,
+            start_time: None,
+            exit_time: None,
+            restart_count: 0,
+        })
+    }
+
+    async fn load_worker(
+        &self,
+        session: &Ref,
+        worker: &Ref,
+    ) -> Result<(SessionRow, worker::Model)> {
+        let row = self.load(session).await?;
+        let model = self
+            .store
+            .find_worker(&row.model.id, worker)
+            .await?
+            .ok_or_else(|| {
+                Error::worker_not_found(format!("sessions/{session}/workers/{worker}"))
+            })?;
+        Ok((row, model))
+    }
+
+    /// CreateWorker: adds a worker; in an ACTIVE session it starts at once.
+    pub async fn create_worker(&self, session: &Ref, new: NewWorker) -> Result<WorkerView> {
+        let row = self.load(session).await?;
+        let state = state_of(&row)?;
+        if !matches!(state, State::Created | State::Active | State::Stopped) {
+            return Err(not_in_state(
+                "SESSION_NOT_EDITABLE",
+                &row.model.display_name,
+                state,
+                "workers can be added",
+                "only while the session is CREATED, ACTIVE or STOPPED",
+            ));
+        }
+        let existing = self.store.list_workers(&row.model.id).await?;
+        if existing.len() >= self.settings.max_workers_per_session {
+            return Err(Error::ResourceExhausted {
+                limit: "max_workers_per_session",
+                value: self.settings.max_workers_per_session as u64,
+                message: format!(
+                    "session {:?} has {} workers",
+                    row.model.display_name,
+                    existing.len()
+                ),
+            });
+        }
+        let taken: Vec<&str> = existing.iter().map(|w| w.display_name.as_str()).collect();
+        let position = self.store.next_worker_position(&row.model.id).await?;
+        let session_id = parse_id(&row.model.id)?;
+        let model = self.new_worker_model(session_id, position, &new, &taken, self.now())?;
+        let event = NewEvent::worker(
+            EventKind::WorkerCreated,
+            &model.session_id,
+            &model.id,
+            EventPayload::default(),
+        );
+        self.store.insert_worker(&model, vec![event]).await?;
+        if state == State::Active
+            && let Err(reason) = self.spawn_worker(&row, &model, "").await
+        {
+            // The session keeps running its other workers; this one is FAILED.
+            tracing::warn!(worker_id = %model.id, %reason, "worker could not start");
+        }
+        let model = self.reload_worker(&model).await?;
+        Ok(self.worker_view(model))
+    }
+
+    async fn reload_worker(&self, model: &worker::Model) -> Result<worker::Model> {
+        let id = parse_id(&model.id)?;
+        self.store
+            .find_worker(&model.session_id, &Ref::Id(id))
+            .await?
+            .ok_or_else(|| {
+                Error::worker_not_found(format!(
+                    "sessions/{}/workers/{}",
+                    model.session_id, model.id
+                ))
+            })
+    }
+
+    /// GetWorker.
+    pub async fn get_worker(&self, session: &Ref, worker: &Ref) -> Result<WorkerView> {
+        let (_, model) = self.load_worker(session, worker).await?;
+        Ok(self.worker_view(model))
+    }
+
+    /// ListWorkers: the session's workers in creation order, paginated.
+    pub async fn list_workers(
+        &self,
+        session: &Ref,
+        page: i32,
+        token: &str,
+    ) -> Result<(Vec<WorkerView>, String)> {
+        let row = self.load(session).await?;
+        let size = page_size(page, 100)? as usize;
+        let scope = format!("ListWorkers\n{}", row.model.id);
+        let skip: usize = if token.is_empty() {
+            0
+        } else {
+            self.store.page_tokens().decode(&scope, token)?
+        };
+        let all = self.store.list_workers(&row.model.id).await?;
+        let next = if all.len() > skip + size {
+            self.store.page_tokens().encode(&scope, &(skip + size))
+        } else {
+            String::new()
+        };
+        let page = all
+            .into_iter()
+            .skip(skip)
+            .take(size)
+            .map(|m| self.worker_view(m))
+            .collect();
+        Ok((page, next))
+    }
+
+    /// DeleteWorker: ends its process (if any) and removes it.
+    pub async fn delete_worker(&self, session: &Ref, worker: &Ref) -> Result<()> {
+        let (row, model) = self.load_worker(session, worker).await?;
+        let state = state_of(&row)?;
+        if matches!(state, State::Starting | State::Archived | State::Deleted) {
+            return Err(not_in_state(
+                "SESSION_NOT_EDITABLE",
+                &row.model.display_name,
+                state,
+                "workers can be removed",
+                "only while the session is CREATED, ACTIVE, PAUSED, STOPPED or ERROR",
+            ));
+        }
+        let id = parse_id(&model.id)?;
+        if let Some(handle) = self.supervisor.handle(id)
+            && let Some(exit) = handle.stop(self.settings.stop_grace).await
+        {
+            self.record_exit(&model, handle.run().generation, &exit, true)
+                .await?;
+        }
+        let event = NewEvent::worker(
+            EventKind::WorkerDeleted,
+            &model.session_id,
+            &model.id,
+            EventPayload::default(),
+        );
+        self.store
+            .delete_worker(&model.id, self.now(), vec![event])
+            .await?;
+        self.supervisor.forget(id);
+        tracing::info!(worker_id = %model.id, "worker deleted");
+        Ok(())
+    }
+
+    /// Checks a PTY size against the limits.
+    pub fn check_size(&self, field: &str, rows: u32, cols: u32) -> Result<WindowSize> {
+        let (max_rows, max_cols) = (self.settings.max_pty_rows, self.settings.max_pty_cols);
+        if rows == 0 || cols == 0 || rows > u32::from(max_rows) || cols > u32::from(max_cols) {
+            return Err(Error::invalid(
+                field,
+                format!("{rows}×{cols} is outside 1×1 .. {max_rows}×{max_cols} (rows×cols)"),
+            ));
+        }
+        Ok(WindowSize {
+            rows: rows as u16,
+            cols: cols as u16,
+        })
+    }
+
+    /// ResizeWorker.
+    pub async fn resize_worker(
+        &self,
+        session: &Ref,
+        worker: &Ref,
+        size: WindowSize,
+    ) -> Result<WorkerView> {
+        let (_, model) = self.load_worker(session, worker).await?;
+        let handle = self.running_handle(&model)?;
+        handle.resize(size).map_err(|e| {
+            Error::Internal(format!("TIOCSWINSZ on worker {}: {e}", model.display_name))
+        })?;
+        let mut new = model.clone();
+        new.rows = i32::from(size.rows);
+        new.cols = i32::from(size.cols);
+        self.store
+            .update_worker(&model, &new, self.now(), Vec::new())
+            .await?;
+        Ok(self.worker_view(new))
+    }
+
+    /// SignalWorker.
+    pub async fn signal_worker(
+        &self,
+        session: &Ref,
+        worker: &Ref,
+        signal: nix::sys::signal::Signal,
+        target: SignalTarget,
+    ) -> Result<WorkerView> {
+        let (_, model) = self.load_worker(session, worker).await?;
+        let handle = self.running_handle(&model)?;
+        handle
+            .signal(signal, target)
+            .await
+            .map_err(|_| self.not_running(&model))?;
+        Ok(self.worker_view(model))
+    }
+
+    fn not_running(&self, model: &worker::Model) -> Error {
+        Error::precondition(
+            "WORKER_NOT_RUNNING",
+            format!(
+                "worker {:?} is not running (it is {}); start or resume its session first",
+                model.display_name, model.state
+            ),
+        )
+    }
+
+    fn running_handle(&self, model: &worker::Model) -> Result<WorkerHandle> {
+        let id = parse_id(&model.id)?;
+        self.supervisor
+            .handle(id)
+            .filter(WorkerHandle::is_running)
+            .ok_or_else(|| self.not_running(model))
+    }
+
+    /// Opens an Attach: resolves the worker (`worker = None`: the session's first
+    /// worker), checks it runs and has room for another client, applies the
+    /// client's size, and subscribes from the requested replay point.
+    pub async fn attach(
+        &self,
+        session: &Ref,
+        worker: Option<&Ref>,
+        size: Option<WindowSize>,
+        replay: ReplayFrom,
+    ) -> Result<Attachment> {
+        let (_, model) = match worker {
+            Some(worker) => self.load_worker(session, worker).await?,
+            None => {
+                let row = self.load(session).await?;
+                let first = self
+                    .store
+                    .list_workers(&row.model.id)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        Error::precondition(
+                            "SESSION_HAS_NO_WORKERS",
+                            format!(
+                                "session {:?} has no worker to attach to; start it first",
+                                row.model.display_name
+                            ),
+                        )
+                    })?;
+                (row, first)
+            }
+        };
+        let handle = self.running_handle(&model)?;
+        if handle.attached() >= self.settings.max_clients_per_worker {
+            return Err(Error::ResourceExhausted {
+                limit: "max_clients_per_worker",
+                value: u64::from(self.settings.max_clients_per_worker),
+                message: format!(
+                    "worker {:?} already has {} clients attached",
+                    model.display_name,
+                    handle.attached()
+                ),
+            });
+        }
+        if let Some(size) = size {
+            handle.resize(size).map_err(|e| {
+                Error::Internal(format!("TIOCSWINSZ on worker {}: {e}", model.display_name))
+            })?;
+        }
+        let (subscription, replay_start, replay_end) = handle
+            .subscribe(replay)
+            .map_err(|_| self.not_running(&model))?;
+        let view = self.worker_view(model);
+        Ok(Attachment {
+            subscription,
+            handle,
+            worker: view,
+            replay_start,
+            replay_end,
+        })
+    }
+
+    /// Writes an attached client's input, unless the worker is paused.
+    ///
+    /// Errors: FAILED_PRECONDITION while paused or after the process ended.
+    pub async fn attach_input(&self, attachment: &Attachment, data: Bytes) -> Result<()> {
+        if attachment.handle.is_paused() {
+            return Err(Error::precondition(
+                "SESSION_PAUSED",
+                format!(
+                    "worker {:?} is paused: input is refused until the session is resumed",
+                    attachment.worker.model.display_name
+                ),
+            ));
+        }
+        attachment
+            .handle
+            .write(data)
+            .await
+            .map_err(|_| self.not_running(&attachment.worker.model))
+    }
+
+    /// Spawns every worker of a STARTING session (a default `shell` when it has
+    /// none), then moves it to ACTIVE — or to ERROR with the first failure.
+    pub(super) async fn launch(&self, row: SessionRow) -> Result<super::SessionView> {
+        let session_id = parse_id(&row.model.id)?;
+        let mut workers = self.store.list_workers(&row.model.id).await?;
+        if workers.is_empty() {
+            for (position, spec) in default_workers().iter().enumerate() {
+                let model =
+                    self.new_worker_model(session_id, position as i32, spec, &[], self.now())?;
+                let event = NewEvent::worker(
+                    EventKind::WorkerCreated,
+                    &model.session_id,
+                    &model.id,
+                    EventPayload::default(),
+                );
+                self.store.insert_worker(&model, vec![event]).await?;
+                workers.push(model);
+            }
+        }
+        let separator = if row.model.start_time.is_some() && row.model.stop_time.is_some() {
+            format!(
+                "\r\n\x1b[2m--- corral: session started again at {} ---\x1b[0m\r\n",
+                crate::clock::to_datetime(self.now()).format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        } else {
+            String::new()
+        };
+        let mut failure = None;
+        for model in &workers {
+            if let Err(reason) = self.spawn_worker(&row, model, &separator).await {
+                failure = Some(reason);
+                break;
+            }
+        }
+        if let Some(reason) = failure {
+            self.stop_workers(&row.model.id, self.settings.stop_grace)
+                .await?;
+            self.automatic(&row.model.id, Event::Failed, &reason)
+                .await?;
+        } else if self
+            .automatic(&row.model.id, Event::Ready, "every worker is running")
+            .await?
+            .is_none()
+        {
+            // Another transition won (a concurrent stop): end what we started.
+            let current = self.store.get_session(&row.model.id).await?;
+            if current
+                .as_ref()
+                .and_then(|r| State::parse(&r.model.state))
+                .is_some_and(|s| !s.is_running())
+            {
+                self.stop_workers(&row.model.id, self.settings.stop_grace)
+                    .await?;
+            }
+        } else {
+            // Workers that ended before the session became ACTIVE were not counted.
+            self.stop_if_all_exited(&row.model.id).await?;
+        }
+        let row = self
+            .store
+            .get_session(&row.model.id)
+            .await?
+            .ok_or_else(|| Error::session_not_found(format!("sessions/{}", row.model.id)))?;
+        self.view(row).await
+    }
+
+    /// Starts one worker's process; on failure marks it FAILED and returns the
+    /// reason in plain words (which worker, which command, what went wrong).
+    pub(super) async fn spawn_worker(
+        &self,
+        row: &SessionRow,
+        model: &worker::Model,
+        separator: &str,
+    ) -> std::result::Result<(), String> {
+        let session_id = parse_id(&row.model.id).map_err(|e| e.to_string())?;
+        let worker_id = parse_id(&model.id).map_err(|e| e.to_string())?;
+        let command: Vec<String> = serde_json::from_str(&model.command).unwrap_or_default();
+        let extra_env: BTreeMap<String, String> =
+            serde_json::from_str(&model.env).unwrap_or_default();
+        let program = if command.is_empty() {
+            Program::LoginShell(self.settings.shell.clone())
+        } else {
+            Program::Argv(command)
+        };
+        let size = self
+            .supervisor
+            .handle(worker_id)
+            .map(|h| h.size())
+            .unwrap_or(WindowSize {
+                rows: u16::try_from(model.rows).unwrap_or(24),
+                cols: u16::try_from(model.cols).unwrap_or(80),
+            });
+        let spec = SpawnSpec {
+            program: program.clone(),
+            cwd: row.model.work_dir.clone().into(),
+            env: child_env(
+                &self.settings.worker_env,
+                &row.model.display_name,
+                &row.model.id,
+                &model.display_name,
+                &extra_env,
+            ),
+            size,
+        };
+        let now = self.now();
+        match self
+            .supervisor
+            .start(session_id, worker_id, spec, separator)
+            .await
+        {
+            Ok(handle) => {
+                let pid = handle.pid();
+                let mut new = model.clone();
+                new.state = worker_state::RUNNING.into();
+                new.pid = pid;
+                new.process_start_ticks = pid
+                    .and_then(crate::supervisor::process::start_ticks)
+                    .and_then(|t| i64::try_from(t).ok());
+                new.boot_id = crate::supervisor::process::boot_id();
+                new.start_time = Some(now);
+                new.exit_code = None;
+                new.exit_signal = None;
+                new.exit_time = None;
+                new.last_error.clear();
+                if model.start_time.is_some() {
+                    new.restart_count += 1;
+                }
+                let event = NewEvent::worker(
+                    EventKind::WorkerStarted,
+                    &model.session_id,
+                    &model.id,
+                    EventPayload::default(),
+                );
+                self.store
+                    .update_worker(model, &new, now, vec![event])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Err(err) => {
+                let reason = format!(
+                    "worker {:?} ({}): {err}",
+                    model.display_name,
+                    program.describe()
+                );
+                let mut new = model.clone();
+                new.state = worker_state::FAILED.into();
+                new.last_error = reason.clone();
+                new.pid = None;
+                if let Err(db) = self.store.update_worker(model, &new, now, Vec::new()).await {
+                    tracing::error!(%db, "recording a worker failure");
+                }
+                Err(reason)
+            }
+        }
+    }
+
+    /// Stops every running worker of a session and records their exits.
+    pub(super) async fn stop_workers(
+        &self,
+        session_id: &str,
+        grace: std::time::Duration,
+    ) -> Result<()> {
+        let workers = self.store.list_workers(session_id).await?;
+        let stops = workers.iter().filter_map(|model| {
+            let handle = Uuid::try_parse(&model.id)
+                .ok()
+                .and_then(|id| self.supervisor.handle(id))?;
+            Some(async move {
+                let generation = handle.run().generation;
+                let exit = handle.stop(grace).await;
+                (model, generation, exit)
+            })
+        });
+        for (model, generation, exit) in futures::future::join_all(stops).await {
+            if let Some(exit) = exit {
+                self.record_exit(model, generation, &exit, true).await?;
+            } else if matches!(
+                model.state.as_str(),
+                worker_state::RUNNING | worker_state::PAUSED
+            ) {
+                self.mark_worker_stopped(model).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a worker stopped (its process is known to be gone).
+    pub(super) async fn mark_worker_stopped(&self, model: &worker::Model) -> Result<()> {
+        if !matches!(
+            model.state.as_str(),
+            worker_state::RUNNING | worker_state::PAUSED
+        ) {
+            return Ok(());
+        }
+        let mut new = model.clone();
+        new.state = worker_state::STOPPED.into();
+        new.pid = None;
+        self.store
+            .update_worker(model, &new, self.now(), Vec::new())
+            .await
+    }
+
+    /// Records the end of run `generation` of a worker, once (whoever sees it
+    /// first: the stopper or the exit listener). Returns false when it was recorded
+    /// already.
+    pub(super) async fn record_exit(
+        &self,
+        model: &worker::Model,
+        generation: u64,
+        exit: &ExitInfo,
+        stopped: bool,
+    ) -> Result<bool> {
+        let worker_id = parse_id(&model.id)?;
+        {
+            let mut recorded = self
+                .recorded_exits
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let last = recorded.entry(worker_id).or_insert(0);
+            if *last >= generation {
+                return Ok(false);
+            }
+            *last = generation;
+        }
+        // Read the row again: the caller's copy may predate the start of this run.
+        let current = self.reload_worker(model).await?;
+        let mut new = current.clone();
+        new.state = if exit.exec_failure.is_some() {
+            worker_state::FAILED
+        } else if stopped {
+            worker_state::STOPPED
+        } else {
+            worker_state::EXITED
+        }
+        .into();
+        new.exit_code = exit.code;
+        new.exit_signal = exit.signal_name();
+        new.exit_time = Some(self.now());
+        new.pid = None;
+        if let Some(failure) = &exit.exec_failure {
+            new.last_error = format!("worker {:?}: {failure}", model.display_name);
+        }
+        if let Some(handle) = self.supervisor.handle(worker_id) {
+            let size = handle.size();
+            new.rows = i32::from(size.rows);
+            new.cols = i32::from(size.cols);
+        }
+        let event = NewEvent::worker(
+            EventKind::WorkerExited,
+            &model.session_id,
+            &model.id,
+            EventPayload {
+                exit_code: exit.code,
+                exit_signal: exit.signal_name().unwrap_or_default(),
+                reason: exit.describe(),
+                ..Default::default()
+            },
+        );
+        self.store
+            .update_worker(&current, &new, self.now(), vec![event])
+            .await?;
+        Ok(true)
+    }
+
+    /// An exit reported by the supervisor: record it, then let the session react
+    /// (an exec failure → ERROR; the last worker gone → STOPPED).
+    pub(super) async fn on_worker_exit(
+        &self,
+        session_id: Uuid,
+        worker_id: Uuid,
+        generation: u64,
+        exit: &ExitInfo,
+        stopped: bool,
+    ) -> Result<()> {
+        let Some(model) = self
+            .store
+            .find_worker(&session_id.to_string(), &Ref::Id(worker_id))
+            .await?
+        else {
+            return Ok(());
+        };
+        if !self.record_exit(&model, generation, exit, stopped).await? || stopped {
+            return Ok(());
+        }
+        if let Some(failure) = &exit.exec_failure {
+            let reason = format!("worker {:?}: {failure}", model.display_name);
+            self.automatic(&model.session_id, Event::Failed, &reason)
+                .await?;
+            return Ok(());
+        }
+        self.stop_if_all_exited(&model.session_id).await
+    }
+
+    /// An ACTIVE session whose workers all ended on their own becomes STOPPED.
+    async fn stop_if_all_exited(&self, session_id: &str) -> Result<()> {
+        let workers = self.store.list_workers(session_id).await?;
+        let any_running = workers.iter().any(|w| {
+            Uuid::try_parse(&w.id)
+                .ok()
+                .and_then(|id| self.supervisor.handle(id))
+                .is_some_and(|h| h.is_running())
+        });
+        if !any_running && !workers.is_empty() {
+            self.automatic(session_id, Event::AllWorkersExited, "every worker exited")
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The explicit environment of a worker's process: a few variables of the
+/// server's own (see [`INHERITED_ENV`] and `LC_*`), the server's `--worker-env`,
+/// the terminal's, Corral's, then the worker's own.
+fn child_env(
+    configured: &[(String, String)],
+    session_name: &str,
+    session_id: &str,
+    worker_name: &str,
+    extra: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(key, _)| INHERITED_ENV.contains(&key.as_str()) || key.starts_with("LC_"))
+        .collect();
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for (key, value) in configured {
+        env.insert(key.clone(), value.clone());
+    }
+    env.insert("TERM".into(), "xterm-256color".into());
+    env.insert("COLORTERM".into(), "truecolor".into());
+    env.insert("CORRAL_SESSION".into(), session_name.into());
+    env.insert("CORRAL_SESSION_ID".into(), session_id.into());
+    env.insert("CORRAL_WORKER".into(), worker_name.into());
+    for (key, value) in extra {
+        env.insert(key.clone(), value.clone());
+    }
+    env.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_skip_taken_ones() {
+        assert_eq!(default_worker_name(&[]), "shell");
+        assert_eq!(default_worker_name(&["shell"]), "terminal-2");
+        assert_eq!(default_worker_name(&["shell", "terminal-2"]), "terminal-3");
+    }
+
+    #[test]
+    fn terminal_specs_are_checked() {
+        let ok = validate_terminal(
+            &["tail".into(), "-f".into(), "/var/log/syslog".into()],
+            &BTreeMap::new(),
+        );
+        assert!(ok.is_ok());
+        assert!(validate_terminal(&["".into()], &BTreeMap::new()).is_err());
+        assert!(validate_terminal(&["a\0b".into()], &BTreeMap::new()).is_err());
+        let mut env = BTreeMap::new();
+        env.insert("1BAD".to_string(), "x".to_string());
+        assert!(validate_terminal(&[], &env).is_err());
+    }
+
+    #[test]
+    fn child_env_is_explicit() {
+        let mut extra = BTreeMap::new();
+        extra.insert("FOO".to_string(), "bar".to_string());
+        let env: BTreeMap<String, String> = child_env(
+            &[("LANG".into(), "C.UTF-8".into())],
+            "demo",
+            "id",
+            "shell",
+            &extra,
+        )
+        .into_iter()
+        .collect();
+        assert_eq!(env["TERM"], "xterm-256color");
+        assert_eq!(env["CORRAL_SESSION"], "demo");
+        assert_eq!(env["FOO"], "bar");
+        assert_eq!(env["LANG"], "C.UTF-8");
+        assert!(env.contains_key("PATH"));
+        assert!(env.keys().all(|k| INHERITED_ENV.contains(&k.as_str())
+            || k.starts_with("LC_")
+            || k.starts_with("CORRAL_")
+            || matches!(k.as_str(), "TERM" | "COLORTERM" | "FOO")));
+    }
+}

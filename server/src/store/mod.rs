@@ -1,0 +1,675 @@
+//! The store: SeaORM over SQLite (the embedded default) or PostgreSQL, one code path
+//! for both.
+//!
+//! Every write that changes a session's state is one transaction that (1) updates
+//! the row only if its `version` is still the one the caller read (optimistic
+//! concurrency: concurrent transitions cannot both win, and a state the table
+//! forbids can never be stored) and (2) appends the events describing the change.
+//! On SQLite, write transactions start with `BEGIN IMMEDIATE` so they queue on the
+//! busy timeout instead of failing when two connections upgrade to writers at once.
+
+pub mod entities;
+pub mod events;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SimpleExpr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
+    DatabaseConnection, DbBackend, DbErr, EntityTrait, IntoActiveModel, Iterable, ModelTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::clock::Micros;
+use crate::domain::filter::{Expr as Filter, Op};
+use crate::domain::names::Ref;
+use crate::domain::page_token::PageTokens;
+use crate::error::{Error, Result};
+use corral_migrations::{Migrator, MigratorTrait};
+use entities::{session, session_label, setting, worker};
+pub use events::{EventKind, EventPayload, NewEvent};
+
+/// How long a SQLite writer waits for the lock before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A session row with its labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionRow {
+    pub model: session::Model,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The order of ListSessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub field: OrderField,
+    pub descending: bool,
+}
+
+/// The field ListSessions orders by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderField {
+    CreateTime,
+    UpdateTime,
+}
+
+impl Default for Order {
+    fn default() -> Self {
+        Order {
+            field: OrderField::CreateTime,
+            descending: true,
+        }
+    }
+}
+
+/// Where the next page of a listing starts: after the row with this sort key and id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The sort key of the last row returned (µs).
+    pub t: i64,
+    /// Its id.
+    pub id: String,
+}
+
+/// A ListSessions query.
+#[derive(Clone, Debug, Default)]
+pub struct SessionQuery {
+    pub filter: Option<Filter>,
+    pub order: Order,
+    pub show_deleted: bool,
+    /// Rows per page, ≥ 1.
+    pub page_size: u64,
+    pub after: Option<Cursor>,
+}
+
+/// One page of sessions.
+#[derive(Clone, Debug)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionRow>,
+    /// Set when more rows follow.
+    pub next: Option<Cursor>,
+    /// Rows matching the query (all pages).
+    pub total: u64,
+}
+
+/// The outcome of a conditional write.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write<T> {
+    /// Written; the new row.
+    Done(T),
+    /// The row changed since it was read (or is gone): nothing was written.
+    Conflict,
+}
+
+/// The Corral database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    page_tokens: PageTokens,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://…`), applies the
+    /// migrations, and loads (or creates) the page-token key.
+    ///
+    /// SQLite runs in WAL mode with `synchronous = NORMAL`, foreign keys on and a
+    /// busy timeout. On PostgreSQL, migrations run under an advisory lock so that
+    /// several servers starting at once on one database do not race.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30));
+        if url.starts_with("sqlite:") {
+            options.max_connections(8).map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true)
+            });
+        } else {
+            options.max_connections(16);
+        }
+        let db = Database::connect(options).await?;
+        migrate(&db).await?;
+        let key = page_token_key(&db).await?;
+        Ok(Store {
+            db,
+            page_tokens: PageTokens::new(key),
+        })
+    }
+
+    /// The underlying connection (for subsystems with their own queries).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            DbBackend::Sqlite => "sqlite",
+            DbBackend::Postgres => "postgres",
+            _ => "other",
+        }
+    }
+
+    /// The signer of page tokens.
+    pub fn page_tokens(&self) -> &PageTokens {
+        &self.page_tokens
+    }
+
+    /// Begins a write transaction (`BEGIN IMMEDIATE` on SQLite).
+    async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction> {
+        Ok(self
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?)
+    }
+
+    /// Inserts a new session with its labels and workers, and its events.
+    ///
+    /// Errors: ALREADY_EXISTS when a live session has the same display name.
+    pub async fn create_session(
+        &self,
+        row: &SessionRow,
+        workers: &[worker::Model],
+        events: Vec<NewEvent>,
+    ) -> Result<()> {
+        let txn = self.begin_write().await?;
+        let inserted = session::Entity::insert(row.model.clone().into_active_model())
+            .exec_without_returning(&txn)
+            .await;
+        if let Err(err) = inserted {
+            return Err(unique_violation(err, "session", &row.model.display_name));
+        }
+        insert_labels(&txn, &row.model.id, &row.labels).await?;
+        if !workers.is_empty() {
+            worker::Entity::insert_many(
+                workers
+                    .iter()
+                    .cloned()
+                    .map(IntoActiveModel::into_active_model),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        events::append(&txn, row.model.create_time, events).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Finds a session by id (tombstones included) or by display name (live
+    /// sessions only).
+    pub async fn find_session(&self, session: &Ref) -> Result<Option<SessionRow>> {
+        let query = session::Entity::find();
+        let query = match session {
+            Ref::Id(id) => query.filter(session::Column::Id.eq(id.to_string())),
+            Ref::Name(name) => query
+                .filter(session::Column::DisplayName.eq(name.as_str()))
+                .filter(session::Column::DeleteTime.is_null()),
+        };
+        let Some(model) = query.one(&self.db).await? else {
+            return Ok(None);
+        };
+        let labels = self.labels_of(std::slice::from_ref(&model.id)).await?;
+        let labels = labels
+            .into_iter()
+            .next()
+            .map(|(_, l)| l)
+            .unwrap_or_default();
+        Ok(Some(SessionRow { model, labels }))
+    }
+
+    /// Loads a session by id (tombstones included).
+    pub async fn get_session(&self, id: &str) -> Result<Option<SessionRow>> {
+        match Uuid::try_parse(id) {
+            Ok(uuid) => self.find_session(&Ref::Id(uuid)).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn labels_of(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+        let mut by_session: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        if ids.is_empty() {
+            return Ok(by_session);
+        }
+        let rows = session_label::Entity::find()
+            .filter(session_label::Column::SessionId.is_in(ids.iter().cloned()))
+            .all(&self.db)
+            .await?;
+        for row in rows {
+            by_session
+                .entry(row.session_id)
+                .or_default()
+                .insert(row.key, row.value);
+        }
+        Ok(by_session)
+    }
+
+    /// One page of sessions matching `query`, with the total count.
+    pub async fn list_sessions(&self, query: &SessionQuery) -> Result<SessionPage> {
+        let mut condition = Condition::all();
+        if !query.show_deleted {
+            condition = condition.add(session::Column::DeleteTime.is_null());
+        }
+        if let Some(filter) = &query.filter {
+            condition = condition.add(filter_condition(filter));
+        }
+        let total = session::Entity::find()
+            .filter(condition.clone())
+            .count(&self.db)
+            .await?;
+
+        let sort = match query.order.field {
+            OrderField::CreateTime => session::Column::CreateTime,
+            OrderField::UpdateTime => session::Column::UpdateTime,
+        };
+        let mut page_condition = condition;
+        if let Some(after) = &query.after {
+            // Keyset pagination: rows strictly after (t, id) in the sort order.
+            let (sort_past, id_past) = if query.order.descending {
+                (sort.lt(after.t), session::Column::Id.lt(after.id.as_str()))
+            } else {
+                (sort.gt(after.t), session::Column::Id.gt(after.id.as_str()))
+            };
+            page_condition = page_condition.add(
+                Condition::any()
+                    .add(sort_past)
+                    .add(Condition::all().add(sort.eq(after.t)).add(id_past)),
+            );
+        }
+        let direction = if query.order.descending {
+            sea_orm::Order::Desc
+        } else {
+            sea_orm::Order::Asc
+        };
+        let page_size = std::cmp::max(query.page_size, 1);
+        let mut models = session::Entity::find()
+            .filter(page_condition)
+            .order_by(sort, direction.clone())
+            .order_by(session::Column::Id, direction)
+            .limit(page_size + 1)
+            .all(&self.db)
+            .await?;
+        let next = if models.len() as u64 > page_size {
+            models.truncate(page_size as usize);
+            models.last().map(|last| Cursor {
+                t: match query.order.field {
+                    OrderField::CreateTime => last.create_time,
+                    OrderField::UpdateTime => last.update_time,
+                },
+                id: last.id.clone(),
+            })
+        } else {
+            None
+        };
+        let ids: Vec<String> = models.iter().map(|m| m.id.clone()).collect();
+        let mut labels = self.labels_of(&ids).await?;
+        let sessions = models
+            .into_iter()
+            .map(|model| {
+                let labels = labels.remove(&model.id).unwrap_or_default();
+                SessionRow { model, labels }
+            })
+            .collect();
+        Ok(SessionPage {
+            sessions,
+            next,
+            total,
+        })
+    }
+
+    /// Writes `new` over `old` if the stored version is still `old.version`, together
+    /// with `events`. Only the columns that differ are written; `version` becomes
+    /// `old.version + 1`. Labels are replaced when `new.labels` differs.
+    ///
+    /// Returns [`Write::Conflict`] (writing nothing) when the row changed meanwhile.
+    /// Errors: ALREADY_EXISTS when a new display name is taken.
+    pub async fn write_session(
+        &self,
+        old: &SessionRow,
+        new: &SessionRow,
+        events: Vec<NewEvent>,
+    ) -> Result<Write<SessionRow>> {
+        let mut next = new.clone();
+        next.model.version = old.model.version + 1;
+        let mut changes = next.model.clone().into_active_model();
+        for column in session::Column::iter() {
+            if old.model.get(column) == next.model.get(column) {
+                changes.not_set(column);
+            } else {
+                changes.set(column, next.model.get(column));
+            }
+        }
+        let txn = self.begin_write().await?;
+        let updated = session::Entity::update_many()
+            .set(changes)
+            .filter(session::Column::Id.eq(old.model.id.as_str()))
+            .filter(session::Column::Version.eq(old.model.version))
+            .exec(&txn)
+            .await;
+        let updated = match updated {
+            Ok(result) => result,
+            Err(err) => return Err(unique_violation(err, "session", &next.model.display_name)),
+        };
+        if updated.rows_affected == 0 {
+            txn.rollback().await?;
+            return Ok(Write::Conflict);
+        }
+        if old.labels != next.labels {
+            session_label::Entity::delete_many()
+                .filter(session_label::Column::SessionId.eq(old.model.id.as_str()))
+                .exec(&txn)
+                .await?;
+            insert_labels(&txn, &old.model.id, &next.labels).await?;
+        }
+        events::append(&txn, next.model.update_time, events).await?;
+        txn.commit().await?;
+        Ok(Write::Done(next))
+    }
+
+    /// The workers of a session, in creation order.
+    pub async fn list_workers(&self, session_id: &str) -> Result<Vec<worker::Model>> {
+        Ok(worker::Entity::find()
+            .filter(worker::Column::SessionId.eq(session_id))
+            .order_by_asc(worker::Column::Position)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The workers of several sessions, grouped by session id.
+    pub async fn workers_of(
+        &self,
+        session_ids: &[String],
+    ) -> Result<BTreeMap<String, Vec<worker::Model>>> {
+        let mut grouped: BTreeMap<String, Vec<worker::Model>> = BTreeMap::new();
+        if session_ids.is_empty() {
+            return Ok(grouped);
+        }
+        let rows = worker::Entity::find()
+            .filter(worker::Column::SessionId.is_in(session_ids.iter().cloned()))
+            .order_by_asc(worker::Column::Position)
+            .all(&self.db)
+            .await?;
+        for row in rows {
+            grouped.entry(row.session_id.clone()).or_default().push(row);
+        }
+        Ok(grouped)
+    }
+
+    /// Finds a worker of a session by id or display name.
+    pub async fn find_worker(
+        &self,
+        session_id: &str,
+        worker: &Ref,
+    ) -> Result<Option<worker::Model>> {
+        let query = worker::Entity::find().filter(worker::Column::SessionId.eq(session_id));
+        let query = match worker {
+            Ref::Id(id) => query.filter(worker::Column::Id.eq(id.to_string())),
+            Ref::Name(name) => query.filter(worker::Column::DisplayName.eq(name.as_str())),
+        };
+        Ok(query.one(&self.db).await?)
+    }
+
+    /// The next free `position` in a session.
+    pub async fn next_worker_position(&self, session_id: &str) -> Result<i32> {
+        let max: Option<i32> = worker::Entity::find()
+            .select_only()
+            .column_as(worker::Column::Position.max(), "max")
+            .filter(worker::Column::SessionId.eq(session_id))
+            .into_tuple::<Option<i32>>()
+            .one(&self.db)
+            .await?
+            .flatten();
+        Ok(max.map_or(0, |m| m + 1))
+    }
+
+    /// Inserts a worker and its events.
+    ///
+    /// Errors: ALREADY_EXISTS when the session has a worker with that display name.
+    pub async fn insert_worker(&self, model: &worker::Model, events: Vec<NewEvent>) -> Result<()> {
+        let txn = self.begin_write().await?;
+        if let Err(err) = worker::Entity::insert(model.clone().into_active_model())
+            .exec_without_returning(&txn)
+            .await
+        {
+            return Err(unique_violation(err, "worker", &model.display_name));
+        }
+        events::append(&txn, model.create_time, events).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Writes the columns of `new` that differ from `old`, with `events`.
+    pub async fn update_worker(
+        &self,
+        old: &worker::Model,
+        new: &worker::Model,
+        now: Micros,
+        events: Vec<NewEvent>,
+    ) -> Result<()> {
+        let mut changes = new.clone().into_active_model();
+        let mut any = false;
+        for column in worker::Column::iter() {
+            if old.get(column) == new.get(column) {
+                changes.not_set(column);
+            } else {
+                any = true;
+                changes.set(column, new.get(column));
+            }
+        }
+        if !any && events.is_empty() {
+            return Ok(());
+        }
+        let txn = self.begin_write().await?;
+        if any {
+            worker::Entity::update_many()
+                .set(changes)
+                .filter(worker::Column::Id.eq(old.id.as_str()))
+                .exec(&txn)
+                .await?;
+        }
+        events::append(&txn, now, events).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a worker row, with its events.
+    pub async fn delete_worker(
+        &self,
+        worker_id: &str,
+        now: Micros,
+        events: Vec<NewEvent>,
+    ) -> Result<()> {
+        let txn = self.begin_write().await?;
+        worker::Entity::delete_many()
+            .filter(worker::Column::Id.eq(worker_id))
+            .exec(&txn)
+            .await?;
+        events::append(&txn, now, events).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Stored events after `after`, oldest first, at most `limit`, optionally for one
+    /// session only.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        session_id: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<entities::event::Model>> {
+        use entities::event;
+        let mut query = event::Entity::find().filter(event::Column::Sequence.gt(after));
+        if let Some(session_id) = session_id {
+            query = query.filter(event::Column::SessionId.eq(session_id));
+        }
+        Ok(query
+            .order_by_asc(event::Column::Sequence)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+}
+
+async fn insert_labels<C: ConnectionTrait>(
+    txn: &C,
+    session_id: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<()> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let rows = labels.iter().map(|(key, value)| {
+        session_label::Model {
+            session_id: session_id.to_owned(),
+            key: key.clone(),
+            value: value.clone(),
+        }
+        .into_active_model()
+    });
+    session_label::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+/// Maps a unique-constraint violation to ALREADY_EXISTS, anything else to a database error.
+fn unique_violation(err: DbErr, kind: &'static str, name: &str) -> Error {
+    match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => Error::AlreadyExists {
+            kind,
+            name: name.to_owned(),
+            detail: match kind {
+                "session" => {
+                    "; display names are unique among sessions that are not deleted".into()
+                }
+                "worker" => "; worker names are unique within a session".into(),
+                _ => String::new(),
+            },
+        },
+        _ => Error::Database(err),
+    }
+}
+
+/// Translates a parsed filter into SQL with bound parameters.
+fn filter_condition(filter: &Filter) -> Condition {
+    fn compare<C: ColumnTrait, V: Into<sea_orm::Value>>(column: C, op: Op, value: V) -> SimpleExpr {
+        match op {
+            Op::Eq => column.eq(value),
+            Op::Ne => column.ne(value),
+            Op::Lt => column.lt(value),
+            Op::Le => column.lte(value),
+            Op::Gt => column.gt(value),
+            Op::Ge => column.gte(value),
+        }
+    }
+    fn label_exists(key: &str, value: Option<&str>) -> SimpleExpr {
+        let mut sub = Query::select();
+        sub.expr(Expr::val(1))
+            .from(Alias::new("session_labels"))
+            .and_where(
+                Expr::col((Alias::new("session_labels"), Alias::new("session_id")))
+                    .equals((Alias::new("sessions"), Alias::new("id"))),
+            )
+            .and_where(Expr::col((Alias::new("session_labels"), Alias::new("key"))).eq(key));
+        if let Some(value) = value {
+            sub.and_where(Expr::col((Alias::new("session_labels"), Alias::new("value"))).eq(value));
+        }
+        Expr::exists(sub.to_owned())
+    }
+    match filter {
+        Filter::And(items) => items
+            .iter()
+            .fold(Condition::all(), |c, item| c.add(filter_condition(item))),
+        Filter::Or(items) => items
+            .iter()
+            .fold(Condition::any(), |c, item| c.add(filter_condition(item))),
+        Filter::Not(inner) => filter_condition(inner).not(),
+        Filter::State(op, state) => {
+            Condition::all().add(compare(session::Column::State, *op, state.as_str()))
+        }
+        Filter::Kind(op, kind) => {
+            Condition::all().add(compare(session::Column::Kind, *op, kind.as_str()))
+        }
+        Filter::DisplayName(op, name) => {
+            Condition::all().add(compare(session::Column::DisplayName, *op, name.as_str()))
+        }
+        Filter::Label(key, Op::Ne, value) => {
+            Condition::all().add(label_exists(key, Some(value)).not())
+        }
+        Filter::Label(key, _, value) => Condition::all().add(label_exists(key, Some(value))),
+        Filter::HasLabel(key) => Condition::all().add(label_exists(key, None)),
+        Filter::CreateTime(op, time) => Condition::all().add(compare(
+            session::Column::CreateTime,
+            *op,
+            time.timestamp_micros(),
+        )),
+        Filter::UpdateTime(op, time) => Condition::all().add(compare(
+            session::Column::UpdateTime,
+            *op,
+            time.timestamp_micros(),
+        )),
+    }
+}
+
+/// Applies the migrations; on PostgreSQL under an advisory lock held on a dedicated
+/// connection, so concurrent server start-ups migrate one at a time.
+async fn migrate(db: &DatabaseConnection) -> Result<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        Migrator::up(db, None).await?;
+        return Ok(());
+    }
+    // An arbitrary constant identifying "Corral migrations" among advisory locks.
+    const LOCK_KEY: i64 = 0x636f_7272_616c;
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({LOCK_KEY})"))
+        .await?;
+    Migrator::up(&txn, None).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Loads the page-token key, creating it on first start.
+async fn page_token_key(db: &DatabaseConnection) -> Result<Vec<u8>> {
+    const KEY: &str = "page_token_key";
+    if let Some(row) = setting::Entity::find_by_id(KEY).one(db).await? {
+        return Ok(row.value.into_bytes());
+    }
+    let fresh = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let insert = setting::Entity::insert(
+        setting::Model {
+            key: KEY.into(),
+            value: fresh,
+        }
+        .into_active_model(),
+    )
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(setting::Column::Key)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await;
+    match insert {
+        Ok(_) | Err(DbErr::RecordNotInserted) => {}
+        Err(err) => return Err(err.into()),
+    }
+    // Another server may have won the race: read back whichever key is stored.
+    let row = setting::Entity::find_by_id(KEY)
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::Internal("page-token key vanished after insert".into()))?;
+    Ok(row.value.into_bytes())
+}

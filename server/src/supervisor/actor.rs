@@ -1,0 +1,347 @@
+//! The actor of one live worker: reads the PTY, writes input, watches the child,
+//! and ends the run.
+//!
+//! One tokio task selects over four sources: the master's read readiness, its
+//! write readiness (only while input is queued), the child's pidfd, and the
+//! command channel. Reads loop until the master would block (or 64 KiB were read),
+//! so a busy program produces few, large ring chunks and one wake-up per batch.
+//!
+//! Ending a run: the pidfd says the child exited → the status is collected (and an
+//! exec failure detected) → output is drained until the PTY reports EOF/EIO or the
+//! drain timeout passes → leftover processes of the PTY session are killed → the
+//! exit is published on the worker's `run` channel and reported to the manager →
+//! the PTY is closed.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+
+use super::pty::{SPAWN_THREAD_NAME, Spawned, diagnose_exec_failure};
+use super::{Command, ExitInfo, RunState, Shared, SupervisorEvent, lock, process, sys};
+
+/// Commands queued per worker before senders wait.
+pub(super) const COMMAND_QUEUE: usize = 32;
+/// Most bytes read from the PTY into one ring chunk.
+const READ_CHUNK: usize = 64 * 1024;
+/// Input bytes queued in the actor before it stops taking input commands.
+const MAX_PENDING_INPUT: usize = 1 << 20;
+
+pub(super) struct Actor {
+    io: AsyncFd<OwnedFd>,
+    exit_fd: AsyncFd<OwnedFd>,
+    commands: mpsc::Receiver<Command>,
+    state: ActorState,
+}
+
+/// The actor's mutable state, apart from the descriptors it waits on (so a
+/// readiness guard borrowed from them and `&mut` state can coexist).
+struct ActorState {
+    shared: Arc<Shared>,
+    spawned: Option<Spawned>,
+    events: mpsc::Sender<SupervisorEvent>,
+    generation: u64,
+    drain_timeout: Duration,
+    pending_input: VecDeque<Bytes>,
+    pending_bytes: usize,
+    buffer: Vec<u8>,
+    eof: bool,
+    exit: Option<ExitInfo>,
+    drain_deadline: Option<Instant>,
+    kill_deadline: Option<Instant>,
+    stop_waiters: Vec<oneshot::Sender<ExitInfo>>,
+}
+
+impl Actor {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        spawned: Spawned,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<SupervisorEvent>,
+        generation: u64,
+        drain_timeout: Duration,
+    ) -> io::Result<Actor> {
+        let io_fd = spawned.io_fd.try_clone()?;
+        let exit_fd = spawned.exit_fd.try_clone()?;
+        // The Spawned keeps its own copies alive until the run ends (closed last).
+        let io = sys::register(io_fd, Interest::READABLE | Interest::WRITABLE)?;
+        let exit_fd = sys::register(exit_fd, Interest::READABLE)?;
+        Ok(Actor {
+            io,
+            exit_fd,
+            commands,
+            state: ActorState {
+                shared,
+                spawned: Some(spawned),
+                events,
+                generation,
+                drain_timeout,
+                pending_input: VecDeque::new(),
+                pending_bytes: 0,
+                buffer: vec![0u8; READ_CHUNK],
+                eof: false,
+                exit: None,
+                drain_deadline: None,
+                kill_deadline: None,
+                stop_waiters: Vec::new(),
+            },
+        })
+    }
+
+    pub(super) async fn run(self) {
+        let Actor {
+            io,
+            exit_fd,
+            mut commands,
+            mut state,
+        } = self;
+        state.run(&io, &exit_fd, &mut commands).await;
+        state.finish(io, exit_fd).await;
+    }
+}
+
+impl ActorState {
+    fn pid(&self) -> i32 {
+        self.spawned.as_ref().map_or(0, |s| s.pid)
+    }
+
+    async fn run(
+        &mut self,
+        io: &AsyncFd<OwnedFd>,
+        exit_fd: &AsyncFd<OwnedFd>,
+        commands: &mut mpsc::Receiver<Command>,
+    ) {
+        loop {
+            if self.exit.is_some()
+                && (self.eof || self.drain_deadline.is_some_and(|d| Instant::now() >= d))
+            {
+                break;
+            }
+            let want_write = !self.pending_input.is_empty() && !self.eof;
+            let take_commands = self.pending_bytes < MAX_PENDING_INPUT;
+            let far = Instant::now() + Duration::from_secs(3600);
+            let drain_at = self.drain_deadline.unwrap_or(far);
+            let kill_at = self.kill_deadline.unwrap_or(far);
+            tokio::select! {
+                ready = io.readable(), if !self.eof => match ready {
+                    Ok(mut guard) => {
+                        if self.read_available(&mut guard) {
+                            guard.clear_ready();
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(worker_id = %self.shared.worker_id, %err, "PTY readiness failed");
+                        self.eof = true;
+                    }
+                },
+                ready = io.writable(), if want_write => match ready {
+                    Ok(mut guard) => {
+                        if self.write_pending(&mut guard) {
+                            guard.clear_ready();
+                        }
+                    }
+                    Err(_) => self.drop_input(),
+                },
+                ready = exit_fd.readable(), if self.exit.is_none() => {
+                    if let Ok(mut guard) = ready {
+                        guard.clear_ready();
+                    }
+                    self.collect_exit();
+                },
+                command = commands.recv(), if take_commands => match command {
+                    Some(command) => self.handle(command),
+                    // Every handle is gone: nobody can stop us, so end the run.
+                    None => self.begin_stop(Duration::ZERO),
+                },
+                () = sleep_until(kill_at), if self.kill_deadline.is_some() => {
+                    self.kill_deadline = None;
+                    let pid = self.pid();
+                    let killed = run_blocking(move || process::kill_all(pid)).await.unwrap_or(0);
+                    tracing::info!(worker_id = %self.shared.worker_id, pid, killed, "grace period over: SIGKILL");
+                },
+                () = sleep_until(drain_at), if self.drain_deadline.is_some() => {},
+            }
+        }
+    }
+
+    /// Reads until the master would block, the chunk is full, or EOF. Returns true
+    /// when the readiness was consumed (the next read would block).
+    fn read_available(
+        &mut self,
+        guard: &mut tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>,
+    ) -> bool {
+        let mut filled = 0;
+        let mut would_block = false;
+        while filled < READ_CHUNK {
+            match rustix::io::read(guard.get_inner(), &mut self.buffer[filled..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(rustix::io::Errno::AGAIN) => {
+                    would_block = true;
+                    break;
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                // EIO: every slave descriptor is closed (the Linux PTY's EOF).
+                Err(_) => {
+                    self.eof = true;
+                    break;
+                }
+            }
+        }
+        if filled > 0 {
+            let chunk = Bytes::copy_from_slice(&self.buffer[..filled]);
+            let end = lock(&self.shared.ring).push(chunk);
+            self.shared.output.send_replace(end);
+        }
+        would_block
+    }
+
+    /// Writes queued input until the master would block. Returns true when the
+    /// readiness was consumed.
+    fn write_pending(
+        &mut self,
+        guard: &mut tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>,
+    ) -> bool {
+        while let Some(front) = self.pending_input.front_mut() {
+            match rustix::io::write(guard.get_inner(), front) {
+                Ok(n) => {
+                    self.pending_bytes -= n;
+                    if n == front.len() {
+                        self.pending_input.pop_front();
+                    } else {
+                        let rest = front.slice(n..);
+                        *front = rest;
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN) => return true,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => {
+                    self.drop_input();
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    fn drop_input(&mut self) {
+        self.pending_input.clear();
+        self.pending_bytes = 0;
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Input(data) => {
+                if self.exit.is_none() && !data.is_empty() {
+                    self.pending_bytes += data.len();
+                    self.pending_input.push_back(data);
+                }
+            }
+            Command::Stop { grace, done } => {
+                self.stop_waiters.push(done);
+                self.begin_stop(grace);
+            }
+        }
+    }
+
+    fn begin_stop(&mut self, grace: Duration) {
+        if self.exit.is_some() || self.kill_deadline.is_some() {
+            return;
+        }
+        let pid = self.pid();
+        let foreground = self
+            .spawned
+            .as_ref()
+            .and_then(|s| s.master.process_group_leader());
+        tokio::task::spawn_blocking(move || process::terminate(pid, foreground));
+        self.kill_deadline = Some(Instant::now() + grace);
+        tracing::info!(worker_id = %self.shared.worker_id, pid, grace_ms = grace.as_millis() as u64, "stopping worker");
+    }
+
+    /// The pidfd is readable: reap the child and start draining.
+    fn collect_exit(&mut self) {
+        let Some(spawned) = self.spawned.as_mut() else {
+            return;
+        };
+        // Still a zombie: its comm tells whether it ever reached execve.
+        let never_exec = process::comm(spawned.pid).is_some_and(|comm| comm == SPAWN_THREAD_NAME);
+        let child: &mut dyn portable_pty::Child = &mut *spawned.child;
+        let Some(child) = child.downcast_mut::<std::process::Child>() else {
+            tracing::error!(
+                pid = spawned.pid,
+                "portable-pty returned an unexpected child type"
+            );
+            self.exit = Some(ExitInfo::unknown());
+            self.drain_deadline = Some(Instant::now() + self.drain_timeout);
+            return;
+        };
+        let status = match child.try_wait() {
+            Ok(Some(status)) => ExitInfo::from_status(status),
+            // Spurious readiness: the child is still alive.
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(pid = spawned.pid, %err, "waitpid failed");
+                ExitInfo::unknown()
+            }
+        };
+        let mut exit = status;
+        if never_exec {
+            exit.exec_failure = Some(diagnose_exec_failure(
+                &spawned.program,
+                spawned.path_env.as_deref(),
+            ));
+        }
+        tracing::debug!(worker_id = %self.shared.worker_id, exit = %exit.describe(), "child exited; draining output");
+        self.exit = Some(exit);
+        self.kill_deadline = None;
+        self.drain_deadline = Some(Instant::now() + self.drain_timeout);
+    }
+
+    async fn finish(mut self, io: AsyncFd<OwnedFd>, exit_fd: AsyncFd<OwnedFd>) {
+        let exit = self.exit.clone().unwrap_or_else(ExitInfo::unknown);
+        let pid = self.pid();
+        // The leader is gone; nothing of its PTY session may outlive the run.
+        if pid > 0 {
+            run_blocking(move || process::kill_all(pid)).await;
+        }
+        let stopped = !self.stop_waiters.is_empty();
+        *lock(&self.shared.live) = None;
+        self.shared.run.send_modify(|run| {
+            if run.generation == self.generation {
+                run.state = RunState::Exited(exit.clone());
+            }
+        });
+        // Close the PTY: our descriptors first, the master last.
+        drop(io);
+        drop(exit_fd);
+        drop(self.spawned.take());
+        tracing::info!(worker_id = %self.shared.worker_id, pid, exit = %exit.describe(), "worker exited");
+        let _ = self
+            .events
+            .send(SupervisorEvent::Exited {
+                session_id: self.shared.session_id,
+                worker_id: self.shared.worker_id,
+                generation: self.generation,
+                exit: exit.clone(),
+                stopped,
+            })
+            .await;
+        for waiter in self.stop_waiters {
+            let _ = waiter.send(exit.clone());
+        }
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}

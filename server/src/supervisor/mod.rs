@@ -1,0 +1,624 @@
+//! The PTY supervisor: one actor per live worker, owning its PTY, its process and
+//! the output ring that clients read.
+//!
+//! ```text
+//!                  ┌───────────── WorkerHandle (cheap clone) ──────────────┐
+//!  Attach input ──►│ commands (bounded mpsc) ──► actor task ──► PTY master │
+//!  Attach output ◄─│ Subscription: own cursor ◄── Scrollback ◄── reads     │
+//!                  └───────────────────────────────────────────────────────┘
+//! ```
+//!
+//! - The actor (see `actor.rs`) is a tokio task that selects over the master's
+//!   readiness (a non-blocking fd registered with tokio), the child's pidfd and its
+//!   command channel. No thread per PTY: 1000 workers are 1000 tasks.
+//! - Output goes into the worker's [`Scrollback`] (bounded; 1 MiB by default) and a
+//!   `watch` channel announces the new end offset. Each attached client owns a
+//!   [`Subscription`] with its own cursor and reads the ring at its own pace; a
+//!   client that falls behind the ring is told what it skipped and continues from
+//!   the oldest byte kept. The process and the other clients never wait for it.
+//! - Child exit and PTY EOF are separate events: the exit status is published only
+//!   after the output is drained, so clients see every byte before the exit.
+//! - The ring outlives a run of the process: a worker restarted (Resume, Restart)
+//!   continues in the same ring after a visible separator.
+
+mod actor;
+pub mod exit;
+pub mod process;
+pub mod pty;
+pub mod ring;
+#[allow(unsafe_code)]
+mod sys;
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+pub use exit::ExitInfo;
+pub use pty::{Program, SpawnError, SpawnSpec, WindowSize};
+pub use ring::{Read, Scrollback};
+
+/// Settings of the supervisor.
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    /// Bytes of output kept per worker (the scrollback ring).
+    pub scrollback_bytes: usize,
+    /// After the process exits, how long to keep reading output that is still
+    /// arriving before reporting the exit.
+    pub drain_timeout: Duration,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            scrollback_bytes: 1 << 20,
+            drain_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Something the supervisor reports to the manager.
+#[derive(Clone, Debug)]
+pub enum SupervisorEvent {
+    /// A worker's process ended (on its own, by a signal, or by `stop`) and its
+    /// output was drained.
+    Exited {
+        session_id: Uuid,
+        worker_id: Uuid,
+        /// Which run of the worker ended (1 for the first start).
+        generation: u64,
+        exit: ExitInfo,
+        /// True when the end was asked for with [`WorkerHandle::stop`].
+        stopped: bool,
+    },
+}
+
+/// The state of a worker's current (or last) run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// 0 before the first start, then 1, 2, … for each start.
+    pub generation: u64,
+    pub state: RunState,
+    /// How the run before this one ended.
+    pub previous_exit: Option<ExitInfo>,
+}
+
+/// Whether the run's process is alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// Never started.
+    NotStarted,
+    /// The process runs (or is suspended).
+    Running { pid: i32 },
+    /// The process ended and its output is drained.
+    Exited(ExitInfo),
+}
+
+/// A command for a worker's actor.
+#[derive(Debug)]
+enum Command {
+    /// Bytes to write to the PTY.
+    Input(Bytes),
+    /// End the process tree: SIGHUP/SIGTERM now, SIGKILL after `grace`; answer
+    /// once the exit is published.
+    Stop {
+        grace: Duration,
+        done: oneshot::Sender<ExitInfo>,
+    },
+}
+
+/// The part of a live run that handles need.
+#[derive(Debug)]
+struct Live {
+    pid: i32,
+    commands: mpsc::Sender<Command>,
+    /// A duplicate of the PTY master for control ioctls (size, foreground group).
+    control: Arc<OwnedFd>,
+}
+
+/// State shared by a worker's actor, its handles and its subscriptions.
+///
+/// The mutexes are `std::sync::Mutex`, not tokio's: they guard short, non-async
+/// critical sections (a ring append or read, a field swap) and are never held
+/// across an `.await`.
+#[derive(Debug)]
+struct Shared {
+    session_id: Uuid,
+    worker_id: Uuid,
+    ring: Mutex<Scrollback>,
+    /// The ring's end offset, announced after every append.
+    output: watch::Sender<u64>,
+    run: watch::Sender<Run>,
+    live: Mutex<Option<Live>>,
+    size: Mutex<WindowSize>,
+    attached: AtomicU32,
+    /// Set while the worker's processes are suspended by [`WorkerHandle::pause`].
+    paused: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these short locks leaves consistent data (each
+    // critical section is a single assignment or ring call), so poisoning is ignored.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Why an operation on a worker could not be done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotRunning {
+    #[error("the worker's process is not running")]
+    NotRunning,
+}
+
+/// Which history a new subscription replays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayFrom {
+    /// Everything the ring holds.
+    All,
+    /// From this absolute offset (clamped to what the ring holds).
+    Offset(u64),
+    /// The last N bytes.
+    LastBytes(u64),
+    /// Nothing: live output only.
+    None,
+}
+
+/// The supervisor: the registry of workers and their actors.
+#[derive(Debug)]
+pub struct Supervisor {
+    config: SupervisorConfig,
+    workers: Mutex<HashMap<Uuid, Arc<Shared>>>,
+    events: mpsc::Sender<SupervisorEvent>,
+    tasks: TaskTracker,
+}
+
+impl Supervisor {
+    /// A supervisor that reports exits on `events`.
+    pub fn new(config: SupervisorConfig, events: mpsc::Sender<SupervisorEvent>) -> Arc<Self> {
+        Arc::new(Supervisor {
+            config,
+            workers: Mutex::new(HashMap::new()),
+            events,
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// The supervisor's settings.
+    pub fn config(&self) -> &SupervisorConfig {
+        &self.config
+    }
+
+    fn shared(&self, session_id: Uuid, worker_id: Uuid) -> Arc<Shared> {
+        let mut workers = lock(&self.workers);
+        workers
+            .entry(worker_id)
+            .or_insert_with(|| {
+                Arc::new(Shared {
+                    session_id,
+                    worker_id,
+                    ring: Mutex::new(Scrollback::new(self.config.scrollback_bytes)),
+                    output: watch::Sender::new(0),
+                    run: watch::Sender::new(Run {
+                        generation: 0,
+                        state: RunState::NotStarted,
+                        previous_exit: None,
+                    }),
+                    live: Mutex::new(None),
+                    size: Mutex::new(WindowSize::default()),
+                    attached: AtomicU32::new(0),
+                    paused: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// Starts a run of worker `worker_id`: opens a PTY and spawns `spec` in it. The
+    /// worker's ring is kept from earlier runs; `separator` (when non-empty) is
+    /// written into it first so a reader sees where the new run begins.
+    ///
+    /// Errors: the process could not be started ([`SpawnError`], in plain words);
+    /// also when the worker is already running.
+    pub async fn start(
+        &self,
+        session_id: Uuid,
+        worker_id: Uuid,
+        spec: SpawnSpec,
+        separator: &str,
+    ) -> Result<WorkerHandle, SpawnError> {
+        let shared = self.shared(session_id, worker_id);
+        if let RunState::Running { pid } = shared.run.borrow().state {
+            return Err(SpawnError::Program {
+                program: spec.program.describe(),
+                reason: format!("the worker is already running (pid {pid})"),
+            });
+        }
+        let size = spec.size;
+        let spawned = tokio::task::spawn_blocking(move || pty::spawn(&spec))
+            .await
+            .map_err(|e| SpawnError::Pty(format!("spawn task failed: {e}")))??;
+        let control = spawned
+            .io_fd
+            .try_clone()
+            .map_err(|e| SpawnError::Pty(format!("dup of the PTY master: {e}")))?;
+
+        if !separator.is_empty() {
+            let end = lock(&shared.ring).push(Bytes::copy_from_slice(separator.as_bytes()));
+            shared.output.send_replace(end);
+        }
+        let (commands, receiver) = mpsc::channel(actor::COMMAND_QUEUE);
+        let pid = spawned.pid;
+        *lock(&shared.size) = size;
+        shared.paused.store(false, Ordering::Relaxed);
+        *lock(&shared.live) = Some(Live {
+            pid,
+            commands,
+            control: Arc::new(control),
+        });
+        let generation = {
+            let mut generation = 0;
+            shared.run.send_modify(|run| {
+                run.generation += 1;
+                generation = run.generation;
+                if let RunState::Exited(exit) = &run.state {
+                    run.previous_exit = Some(exit.clone());
+                }
+                run.state = RunState::Running { pid };
+            });
+            generation
+        };
+        let actor = actor::Actor::new(
+            shared.clone(),
+            spawned,
+            receiver,
+            self.events.clone(),
+            generation,
+            self.config.drain_timeout,
+        )
+        .map_err(|e| SpawnError::Pty(format!("registering the PTY with the runtime: {e}")))?;
+        self.tasks.spawn(actor.run());
+        tracing::info!(%session_id, %worker_id, pid, generation, "worker started");
+        Ok(WorkerHandle { shared })
+    }
+
+    /// The handle of a known worker (running or not).
+    pub fn handle(&self, worker_id: Uuid) -> Option<WorkerHandle> {
+        lock(&self.workers)
+            .get(&worker_id)
+            .map(|shared| WorkerHandle {
+                shared: shared.clone(),
+            })
+    }
+
+    /// Forgets a worker's ring (after its deletion). A running process is not
+    /// affected; stop it first.
+    pub fn forget(&self, worker_id: Uuid) {
+        lock(&self.workers).remove(&worker_id);
+    }
+
+    /// Handles of every running worker.
+    pub fn running(&self) -> Vec<WorkerHandle> {
+        lock(&self.workers)
+            .values()
+            .filter(|shared| matches!(shared.run.borrow().state, RunState::Running { .. }))
+            .map(|shared| WorkerHandle {
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+
+    /// Stops every running worker (SIGTERM, SIGKILL after `grace`) and waits for
+    /// their actors to finish.
+    pub async fn shutdown(&self, grace: Duration) {
+        let stops = self.running().into_iter().map(|handle| async move {
+            handle.stop(grace).await;
+        });
+        futures::future::join_all(stops).await;
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// A handle to one worker: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+}
+
+impl WorkerHandle {
+    /// The worker's id.
+    pub fn worker_id(&self) -> Uuid {
+        self.shared.worker_id
+    }
+
+    /// The worker's session.
+    pub fn session_id(&self) -> Uuid {
+        self.shared.session_id
+    }
+
+    /// The current run.
+    pub fn run(&self) -> Run {
+        self.shared.run.borrow().clone()
+    }
+
+    /// The pid of the running process.
+    pub fn pid(&self) -> Option<i32> {
+        lock(&self.shared.live).as_ref().map(|live| live.pid)
+    }
+
+    /// True while the worker's processes are suspended (input is refused).
+    pub fn is_paused(&self) -> bool {
+        self.shared.paused.load(Ordering::Relaxed)
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&self) -> bool {
+        lock(&self.shared.live).is_some()
+    }
+
+    /// The PTY's size.
+    pub fn size(&self) -> WindowSize {
+        *lock(&self.shared.size)
+    }
+
+    /// One past the last byte of output ever produced.
+    pub fn output_offset(&self) -> u64 {
+        *self.shared.output.borrow()
+    }
+
+    /// Clients attached right now.
+    pub fn attached(&self) -> u32 {
+        self.shared.attached.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the scrollback: the offset of its first byte and its chunks.
+    pub fn scrollback(&self) -> (u64, Vec<Bytes>) {
+        lock(&self.shared.ring).snapshot()
+    }
+
+    /// Queues `data` for the PTY. Waits while the worker's input queue is full (a
+    /// program that does not read its input slows only the client typing into it).
+    ///
+    /// Errors: [`NotRunning`].
+    pub async fn write(&self, data: Bytes) -> Result<(), NotRunning> {
+        let commands = lock(&self.shared.live)
+            .as_ref()
+            .map(|live| live.commands.clone())
+            .ok_or(NotRunning::NotRunning)?;
+        commands
+            .send(Command::Input(data))
+            .await
+            .map_err(|_| NotRunning::NotRunning)
+    }
+
+    fn control(&self) -> Result<(i32, Arc<OwnedFd>), NotRunning> {
+        lock(&self.shared.live)
+            .as_ref()
+            .map(|live| (live.pid, live.control.clone()))
+            .ok_or(NotRunning::NotRunning)
+    }
+
+    /// Sets the PTY size (TIOCSWINSZ; the kernel sends SIGWINCH to the foreground
+    /// job). The size is remembered for the next run when the worker is not running.
+    pub fn resize(&self, size: WindowSize) -> std::io::Result<()> {
+        *lock(&self.shared.size) = size;
+        let Ok((_, control)) = self.control() else {
+            return Ok(());
+        };
+        rustix::termios::tcsetwinsize(
+            &*control,
+            rustix::termios::Winsize {
+                ws_row: size.rows,
+                ws_col: size.cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )
+        .map_err(std::io::Error::from)
+    }
+
+    /// The PTY's foreground process group (`tcgetpgrp` on the master).
+    pub fn foreground_pgrp(&self) -> Option<i32> {
+        let (_, control) = self.control().ok()?;
+        rustix::termios::tcgetpgrp(&*control)
+            .ok()
+            .map(|pid| pid.as_raw_nonzero().get())
+    }
+
+    /// Attaches a reader at the position `replay` asks for. Counts in
+    /// [`attached`](Self::attached) until the subscription is dropped.
+    ///
+    /// Returns the subscription and the replay range `[start, end)`.
+    /// Errors: [`NotRunning`].
+    pub fn subscribe(&self, replay: ReplayFrom) -> Result<(Subscription, u64, u64), NotRunning> {
+        let run = self.shared.run.borrow().clone();
+        if !matches!(run.state, RunState::Running { .. }) {
+            return Err(NotRunning::NotRunning);
+        }
+        let (start, end) = {
+            let ring = lock(&self.shared.ring);
+            let (first, end) = (ring.start(), ring.end());
+            let start = match replay {
+                ReplayFrom::All => first,
+                ReplayFrom::Offset(offset) => offset.clamp(first, end),
+                ReplayFrom::LastBytes(n) => end.saturating_sub(n).max(first),
+                ReplayFrom::None => end,
+            };
+            (start, end)
+        };
+        self.shared.attached.fetch_add(1, Ordering::Relaxed);
+        let subscription = Subscription {
+            shared: self.shared.clone(),
+            cursor: start,
+            output: self.shared.output.subscribe(),
+            run: self.shared.run.subscribe(),
+            generation: run.generation,
+        };
+        Ok((subscription, start, end))
+    }
+
+    /// Ends the process tree (SIGHUP and SIGTERM to every process group of the
+    /// PTY's session, SIGKILL to what is left after `grace`) and waits until the
+    /// exit is published. Returns `None` when the worker was not running.
+    pub async fn stop(&self, grace: Duration) -> Option<ExitInfo> {
+        let commands = lock(&self.shared.live)
+            .as_ref()
+            .map(|live| live.commands.clone())?;
+        let (done, wait) = oneshot::channel();
+        if commands.send(Command::Stop { grace, done }).await.is_err() {
+            return self.exit_of_last_run();
+        }
+        wait.await.ok().or_else(|| self.exit_of_last_run())
+    }
+
+    fn exit_of_last_run(&self) -> Option<ExitInfo> {
+        match &self.shared.run.borrow().state {
+            RunState::Exited(exit) => Some(exit.clone()),
+            _ => None,
+        }
+    }
+
+    /// Suspends every process of the worker (see [`process::pause`]).
+    pub async fn pause(&self) -> Result<(), NotRunning> {
+        let (pid, _) = self.control()?;
+        let foreground = self.foreground_pgrp();
+        self.shared.paused.store(true, Ordering::Relaxed);
+        run_blocking(move || process::pause(pid, foreground)).await;
+        Ok(())
+    }
+
+    /// Continues every process of the worker (see [`process::resume`]).
+    pub async fn resume(&self) -> Result<(), NotRunning> {
+        let (pid, _) = self.control()?;
+        let foreground = self.foreground_pgrp();
+        run_blocking(move || process::resume(pid, foreground)).await;
+        self.shared.paused.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends `signal` to the foreground job, the worker's own process group, or
+    /// every process group of its PTY session.
+    pub async fn signal(&self, signal: Signal, target: SignalTarget) -> Result<(), NotRunning> {
+        let (pid, _) = self.control()?;
+        let foreground = self.foreground_pgrp();
+        run_blocking(move || match target {
+            SignalTarget::Foreground => process::signal_group(foreground.unwrap_or(pid), signal),
+            SignalTarget::ProcessGroup => process::signal_group(pid, signal),
+            SignalTarget::Session => process::signal_session(pid, signal),
+        })
+        .await;
+        Ok(())
+    }
+}
+
+/// Who receives a signal from [`WorkerHandle::signal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalTarget {
+    /// The PTY's foreground process group.
+    Foreground,
+    /// The worker's own process group.
+    ProcessGroup,
+    /// Every process group of the PTY's session.
+    Session,
+}
+
+async fn run_blocking<F: FnOnce() + Send + 'static>(f: F) {
+    if let Err(err) = tokio::task::spawn_blocking(f).await {
+        tracing::error!(%err, "process operation panicked");
+    }
+}
+
+/// What a [`Subscription`] yields next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Output starting at `offset`.
+    Data { offset: u64, data: Bytes },
+    /// The bytes `[from, to)` were dropped for this reader (it fell behind the ring).
+    Skipped { from: u64, to: u64 },
+    /// The run ended; every byte of it was delivered.
+    Exited(ExitInfo),
+}
+
+/// One attached reader of a worker's output, with its own cursor. Dropping it
+/// detaches (the worker's `attached` count goes down).
+#[derive(Debug)]
+pub struct Subscription {
+    shared: Arc<Shared>,
+    cursor: u64,
+    output: watch::Receiver<u64>,
+    run: watch::Receiver<Run>,
+    generation: u64,
+}
+
+impl Subscription {
+    /// The absolute offset of the next byte this reader will get.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The worker this reader is attached to.
+    pub fn worker(&self) -> WorkerHandle {
+        WorkerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// How the run this reader is attached to ended, if it did.
+    fn exit(&mut self) -> Option<ExitInfo> {
+        let run = self.run.borrow_and_update();
+        if run.generation == self.generation {
+            match &run.state {
+                RunState::Exited(exit) => Some(exit.clone()),
+                _ => None,
+            }
+        } else if run.generation == self.generation + 1 {
+            Some(run.previous_exit.clone().unwrap_or_else(ExitInfo::unknown))
+        } else {
+            Some(ExitInfo::unknown())
+        }
+    }
+
+    /// Waits for the next output (at most `max` bytes), a skip notice, or the end of
+    /// the run once all its output was delivered.
+    pub async fn next(&mut self, max: usize) -> Next {
+        loop {
+            // Order matters: look at the run first, then the ring. The actor publishes
+            // the exit only after its last append, so "exited, then nothing to read"
+            // means everything was delivered.
+            let exited = self.exit();
+            self.output.borrow_and_update();
+            let read = lock(&self.shared.ring).read(self.cursor, max);
+            match read {
+                Read::Data { offset, data } => {
+                    self.cursor = offset + data.len() as u64;
+                    return Next::Data { offset, data };
+                }
+                Read::Skipped { from, to } => {
+                    self.cursor = to;
+                    return Next::Skipped { from, to };
+                }
+                Read::Empty => {}
+            }
+            if let Some(exit) = exited {
+                return Next::Exited(exit);
+            }
+            tokio::select! {
+                changed = self.output.changed() => if changed.is_err() { return Next::Exited(ExitInfo::unknown()) },
+                changed = self.run.changed() => if changed.is_err() { return Next::Exited(ExitInfo::unknown()) },
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared.attached.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,227 @@
+//! Process trees of workers, read from `/proc` and signalled with `kill(2)`.
+//!
+//! A worker's main process is the leader of its own session (portable-pty calls
+//! `setsid` and makes the PTY its controlling terminal), so "every process of the
+//! worker" is every process whose session id is the leader's pid. Shell job control
+//! puts each job in its own process group, so signalling the leader's process group
+//! alone misses the jobs: these functions always cover every group of the session.
+//!
+//! Everything here does blocking syscalls and reads `/proc`; callers run it on
+//! tokio's blocking pool.
+
+use std::collections::BTreeSet;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// One process of a worker's PTY session, from `/proc/<pid>/stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub pid: i32,
+    pub pgid: i32,
+    /// The state letter (`R`, `S`, `T`, `Z`, ...).
+    pub state: char,
+    /// Field 22: start time in clock ticks after boot.
+    pub start_ticks: u64,
+}
+
+/// Every live process whose session id is `sid` (zombies included).
+pub fn session_members(sid: i32) -> Vec<Member> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.filter_map(Result::ok)
+        .filter_map(|process| process.stat().ok())
+        .filter(|stat| stat.session == sid)
+        .map(|stat| Member {
+            pid: stat.pid,
+            pgid: stat.pgrp,
+            state: stat.state,
+            start_ticks: stat.starttime,
+        })
+        .collect()
+}
+
+/// The stat of one process, if it exists.
+pub fn member(pid: i32) -> Option<Member> {
+    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    Some(Member {
+        pid: stat.pid,
+        pgid: stat.pgrp,
+        state: stat.state,
+        start_ticks: stat.starttime,
+    })
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks after
+/// boot. Together with the boot id it identifies a process across pid reuse.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    member(pid).map(|m| m.start_ticks)
+}
+
+/// `/proc/sys/kernel/random/boot_id`: changes at every boot.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// The comm (`/proc/<pid>/stat` field 2) of a process, zombies included.
+pub fn comm(pid: i32) -> Option<String> {
+    Some(procfs::process::Process::new(pid).ok()?.stat().ok()?.comm)
+}
+
+fn send_group(pgid: i32, signal: Signal) {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(err) => tracing::warn!(pgid, ?signal, %err, "killpg failed"),
+    }
+}
+
+fn send_pid(pid: i32, signal: Signal) {
+    match kill(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(err) => tracing::warn!(pid, ?signal, %err, "kill failed"),
+    }
+}
+
+/// The process groups of the session led by `leader`: the leader's own group first,
+/// then the terminal's foreground group, then the others in ascending order.
+fn groups_in_order(leader: i32, foreground: Option<i32>, members: &[Member]) -> Vec<i32> {
+    let mut order = vec![leader];
+    if let Some(fg) = foreground.filter(|fg| *fg > 0 && *fg != leader) {
+        order.push(fg);
+    }
+    let rest: BTreeSet<i32> = members
+        .iter()
+        .map(|m| m.pgid)
+        .filter(|pgid| !order.contains(pgid))
+        .collect();
+    order.extend(rest);
+    order
+}
+
+/// Suspends every process of the session led by `leader` with SIGSTOP: the leader's
+/// group first (so an interactive shell cannot notice its job stopping, print
+/// "Stopped" and take the terminal back), then the foreground job, then every
+/// other group, then any process left running.
+pub fn pause(leader: i32, foreground: Option<i32>) {
+    let members = session_members(leader);
+    for pgid in groups_in_order(leader, foreground, &members) {
+        send_group(pgid, Signal::SIGSTOP);
+    }
+    for member in session_members(leader) {
+        if member.state != 'T' && member.state != 'Z' {
+            send_pid(member.pid, Signal::SIGSTOP);
+        }
+    }
+}
+
+/// Continues every process of the session led by `leader` with SIGCONT, in the
+/// reverse order of [`pause`]: jobs first, the shell last.
+pub fn resume(leader: i32, foreground: Option<i32>) {
+    let members = session_members(leader);
+    let mut order = groups_in_order(leader, foreground, &members);
+    order.reverse();
+    for pgid in order {
+        send_group(pgid, Signal::SIGCONT);
+    }
+    for member in session_members(leader) {
+        if member.state == 'T' {
+            send_pid(member.pid, Signal::SIGCONT);
+        }
+    }
+}
+
+/// Asks every process of the session led by `leader` to end: SIGCONT (a stopped
+/// process cannot act on a signal), then SIGHUP (what a closed terminal sends; an
+/// interactive shell ignores SIGTERM but not SIGHUP), then SIGTERM, to every group.
+pub fn terminate(leader: i32, foreground: Option<i32>) {
+    let members = session_members(leader);
+    for pgid in groups_in_order(leader, foreground, &members) {
+        send_group(pgid, Signal::SIGCONT);
+        send_group(pgid, Signal::SIGHUP);
+        send_group(pgid, Signal::SIGTERM);
+    }
+}
+
+/// SIGKILL to every process of the session led by `leader`. Returns how many
+/// processes were signalled.
+pub fn kill_all(leader: i32) -> usize {
+    let members = session_members(leader);
+    let mut groups: BTreeSet<i32> = members.iter().map(|m| m.pgid).collect();
+    groups.insert(leader);
+    for pgid in &groups {
+        send_group(*pgid, Signal::SIGKILL);
+    }
+    for member in &members {
+        send_pid(member.pid, Signal::SIGKILL);
+    }
+    members.iter().filter(|m| m.state != 'Z').count()
+}
+
+/// Sends `signal` to one process group.
+pub fn signal_group(pgid: i32, signal: Signal) {
+    send_group(pgid, signal);
+}
+
+/// Sends `signal` to every process group of the session led by `leader`.
+pub fn signal_session(leader: i32, signal: Signal) {
+    let members = session_members(leader);
+    for pgid in groups_in_order(leader, None, &members) {
+        send_group(pgid, signal);
+    }
+}
+
+/// True while any process of the session led by `leader` is alive (not a zombie).
+pub fn session_alive(leader: i32) -> bool {
+    session_members(leader).iter().any(|m| m.state != 'Z')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_ordered_leader_foreground_rest() {
+        let members = [
+            Member {
+                pid: 10,
+                pgid: 10,
+                state: 'S',
+                start_ticks: 0,
+            },
+            Member {
+                pid: 30,
+                pgid: 30,
+                state: 'S',
+                start_ticks: 0,
+            },
+            Member {
+                pid: 20,
+                pgid: 20,
+                state: 'R',
+                start_ticks: 0,
+            },
+            Member {
+                pid: 21,
+                pgid: 20,
+                state: 'R',
+                start_ticks: 0,
+            },
+        ];
+        assert_eq!(groups_in_order(10, Some(30), &members), vec![10, 30, 20]);
+        assert_eq!(groups_in_order(10, Some(10), &members), vec![10, 20, 30]);
+        assert_eq!(groups_in_order(10, None, &members), vec![10, 20, 30]);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id() as i32;
+        let info = member(me).expect("own /proc entry");
+        assert_eq!(info.pid, me);
+        assert!(info.start_ticks > 0);
+        assert!(boot_id().is_some_and(|id| id.len() >= 32));
+    }
+}
