@@ -432,12 +432,26 @@ impl WorkerHandle {
             .map(|pid| pid.as_raw_nonzero().get())
     }
 
-    /// Attaches a reader at the position `replay` asks for. Counts in
+    /// Attaches a client at the position `replay` asks for. Counts in
     /// [`attached`](Self::attached) until the subscription is dropped.
     ///
     /// Returns the subscription and the replay range `[start, end)`.
     /// Errors: [`NotRunning`].
     pub fn subscribe(&self, replay: ReplayFrom) -> Result<(Subscription, u64, u64), NotRunning> {
+        self.reader(replay, true)
+    }
+
+    /// A reader for the server's own use (activity detection, persistence): the
+    /// same as [`subscribe`](Self::subscribe) but not counted as an attached client.
+    pub fn observe(&self, replay: ReplayFrom) -> Result<(Subscription, u64, u64), NotRunning> {
+        self.reader(replay, false)
+    }
+
+    fn reader(
+        &self,
+        replay: ReplayFrom,
+        client: bool,
+    ) -> Result<(Subscription, u64, u64), NotRunning> {
         let run = self.shared.run.borrow().clone();
         if !matches!(run.state, RunState::Running { .. }) {
             return Err(NotRunning::NotRunning);
@@ -453,13 +467,16 @@ impl WorkerHandle {
             };
             (start, end)
         };
-        self.shared.attached.fetch_add(1, Ordering::Relaxed);
+        if client {
+            self.shared.attached.fetch_add(1, Ordering::Relaxed);
+        }
         let subscription = Subscription {
             shared: self.shared.clone(),
             cursor: start,
             output: self.shared.output.subscribe(),
             run: self.shared.run.subscribe(),
             generation: run.generation,
+            client,
         };
         Ok((subscription, start, end))
     }
@@ -555,6 +572,8 @@ pub struct Subscription {
     output: watch::Receiver<u64>,
     run: watch::Receiver<Run>,
     generation: u64,
+    /// Counted in the worker's attached clients.
+    client: bool,
 }
 
 impl Subscription {
@@ -619,6 +638,8 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.shared.attached.fetch_sub(1, Ordering::Relaxed);
+        if self.client {
+            self.shared.attached.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
