@@ -1,0 +1,95 @@
+//! A client in another language: Python `grpcio` discovers the API through the
+//! server's reflection service (no .proto files), lists sessions and reads one.
+//!
+//! The test makes its own virtualenv under cargo's target tmpdir and installs
+//! `tests/python/requirements.txt` into it (from PyPI) the first time it runs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::TestServer;
+
+/// A Python interpreter with the client's dependencies.
+fn python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyenv");
+    let python = venv.join("bin/python");
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import grpc, grpc_reflection, google.protobuf"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&python) {
+        return python;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 runs (it is part of the machine's toolchain)");
+    assert!(status.success(), "python3 -m venv {}", venv.display());
+    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/requirements.txt");
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&requirements)
+        .status()
+        .expect("pip runs");
+    assert!(
+        status.success(),
+        "pip install -r {}",
+        requirements.display()
+    );
+    assert!(
+        ready(&python),
+        "the virtualenv has grpcio after installing it"
+    );
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_uses_reflection_to_list_and_read_sessions() {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let server = TestServer::start().await;
+    let created = server.create_session("from-rust").await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/reflection_client.py");
+    let addr = server.addr.to_string();
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(&addr)
+        .output()
+        .await
+        .expect("run the Python client");
+    assert!(
+        output.status.success(),
+        "python client failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("JSON from the client");
+    let services: Vec<&str> = seen["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    for service in [
+        "corral.v1.SessionService",
+        "corral.v1.WorkerService",
+        "corral.v1.CheckpointService",
+        "corral.v1.EventService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.contains(&service), "{service} in {services:?}");
+    }
+    assert_eq!(seen["sessions"][0]["display_name"], "from-rust");
+    assert_eq!(seen["sessions"][0]["state"], "CREATED");
+    assert_eq!(seen["got"]["id"], created.id.as_str());
+    assert_eq!(
+        seen["got"]["available_actions"],
+        serde_json::json!(["START", "DELETE"])
+    );
+    assert_eq!(seen["missing"], "NOT_FOUND");
+    server.stop().await;
+}
