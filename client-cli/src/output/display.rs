@@ -122,9 +122,10 @@ pub fn exit_long(status: &pb::ExitStatus) -> String {
     }
 }
 
-/// A terminal size as `COLSxROWS` (`80x24`); empty when unset.
+/// A terminal size as rows×cols (`24x80`, the order `stty size` prints and the
+/// project uses everywhere); empty when unset.
 pub fn size(size: Option<&pb::WindowSize>) -> String {
-    size.map(|s| format!("{}x{}", s.cols, s.rows))
+    size.map(|s| format!("{}x{}", s.rows, s.cols))
         .unwrap_or_default()
 }
 
@@ -222,7 +223,7 @@ mod tests {
 
     #[test]
     fn sizes_lines_and_sanitizing() {
-        assert_eq!(size(Some(&pb::WindowSize { rows: 24, cols: 80 })), "80x24");
+        assert_eq!(size(Some(&pb::WindowSize { rows: 24, cols: 80 })), "24x80");
         assert_eq!(size(None), "");
         assert_eq!(plural(1, "byte"), "1 byte");
         assert_eq!(plural(2, "byte"), "2 bytes");
