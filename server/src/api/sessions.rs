@@ -184,7 +184,7 @@ impl SessionService for SessionApi {
         let view = self
             .0
             .manager
-            .delete_session(&session, &request.etag)
+            .delete_session(&session, &request.etag, request.delete_branch)
             .await?;
         Ok(Response::new(session_to_pb(&view)))
     }
