@@ -90,6 +90,9 @@ pub struct Retired {
     pub removed: bool,
     /// True when the branch was deleted as asked.
     pub branch_deleted: bool,
+    /// Why the worktree is still there (git refused to remove it, e.g. it is
+    /// locked); its changes are saved all the same when `saved_ref` is set.
+    pub kept: Option<String>,
 }
 
 /// The output of one git command.
@@ -514,9 +517,12 @@ pub struct Retire<'a> {
 /// deletes the branch. When the worktree is already gone, only stale worktree
 /// records are pruned.
 ///
+/// A worktree git refuses to remove (e.g. one locked with `git worktree lock`) is
+/// kept, with the reason in [`Retired::kept`] (and its branch is not deleted).
+///
 /// Errors: FAILED_PRECONDITION with git's message when saving fails (the worktree
-/// is then left in place: nothing is removed before the save succeeded) or when
-/// removing fails. A failure to delete the branch is logged, not returned.
+/// is then left in place: nothing is removed before the save succeeded). A
+/// failure to delete the branch is logged, not returned.
 pub async fn retire(request: &Retire<'_>) -> Result<Retired> {
     let mut retired = Retired::default();
     if !tokio::fs::try_exists(request.worktree)
@@ -534,14 +540,12 @@ pub async fn retire(request: &Retire<'_>) -> Result<Retired> {
         )
         .await?;
         if !removed.success {
-            return Err(Error::precondition(
-                "GIT_WORKTREE_REMOVE_FAILED",
-                format!(
-                    "git could not remove the worktree at {}: {}",
-                    request.worktree.display(),
-                    removed.stderr
-                ),
+            retired.kept = Some(format!(
+                "git could not remove the worktree at {}: {}",
+                request.worktree.display(),
+                removed.stderr
             ));
+            return Ok(retired);
         }
         retired.removed = true;
         tracing::info!(path = %path, saved_ref = ?retired.saved_ref, "worktree removed");

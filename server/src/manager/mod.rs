@@ -121,9 +121,11 @@ pub struct Manager {
     supervisor: Arc<Supervisor>,
     clock: Arc<dyn Clock>,
     /// Per worker: the last run whose exit was recorded, so an exit seen both by a
-    /// stopper and by the exit listener is recorded once. A std mutex: the
-    /// check-and-set never spans an `.await`.
-    recorded_exits: Mutex<HashMap<Uuid, u64>>,
+    /// stopper and by the exit listener is recorded once. The map is behind a std
+    /// mutex (only looked up, never held across an `.await`); each worker's slot is
+    /// a tokio mutex held while its exit is written, so the second to come waits
+    /// for the first's write.
+    recorded_exits: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<u64>>>>,
     shutdown: CancellationToken,
 }
 

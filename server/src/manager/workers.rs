@@ -711,16 +711,18 @@ impl Manager {
         stopped: bool,
     ) -> Result<bool> {
         let worker_id = parse_id(&model.id)?;
-        {
-            let mut recorded = self
-                .recorded_exits
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let last = recorded.entry(worker_id).or_insert(0);
-            if *last >= generation {
-                return Ok(false);
-            }
-            *last = generation;
+        let slot = self
+            .recorded_exits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(worker_id)
+            .or_default()
+            .clone();
+        // Held until the row is written: whoever comes second waits, and then finds
+        // the exit recorded in the store (a stopper reads the row right after).
+        let mut last = slot.lock().await;
+        if *last >= generation {
+            return Ok(false);
         }
         // Read the row again: the caller's copy may predate the start of this run.
         let current = self.reload_worker(model).await?;
@@ -760,6 +762,7 @@ impl Manager {
         self.store
             .update_worker(&current, &new, self.now(), vec![event])
             .await?;
+        *last = generation;
         Ok(true)
     }
 

@@ -64,17 +64,15 @@ impl Manager {
             scratch_dir: &scratch,
         })
         .await;
+        let kept = |why: String| {
+            tracing::warn!(session_id = %row.model.id, worktree = %path, %why, "worktree kept");
+            format!(
+                "deleted; the worktree at {path} was kept because it could not be removed yet ({why}); the retention task tries again"
+            )
+        };
         let (saved_ref, reason) = match retired {
-            Ok(retired) => (retired.saved_ref, None),
-            Err(err) => {
-                tracing::warn!(session_id = %row.model.id, worktree = %path, %err, "worktree kept");
-                (
-                    None,
-                    Some(format!(
-                        "deleted; the worktree at {path} was kept because it could not be removed yet ({err}); the retention task tries again"
-                    )),
-                )
-            }
+            Ok(retired) => (retired.saved_ref, retired.kept.map(kept)),
+            Err(err) => (None, Some(kept(err.to_string()))),
         };
         self.record_retirement(row, saved_ref, reason).await
     }

@@ -172,10 +172,17 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         .map(|(_, value)| value.clone());
     let child =
         with_thread_name(SPAWN_THREAD_NAME, || pair.slave.spawn_command(command)).map_err(|e| {
+            // portable-pty's errors are multi-line anyhow chains: keep one line.
+            let raw = format!("{e:#}").replace('\n', " ");
             SpawnError::Program {
                 program: program.clone(),
-                // portable-pty's errors are multi-line anyhow chains: keep one line.
-                reason: format!("{e:#}").replace('\n', " "),
+                // It searches PATH itself and refuses with "No viable candidates":
+                // say which of not found / not executable / a directory it was.
+                reason: if raw.contains("No viable candidates") {
+                    diagnose_exec_failure(&spec.program, path_env.as_deref())
+                } else {
+                    raw
+                },
             }
         })?;
     // Trap: drop our slave now, or EOF never comes.
