@@ -155,6 +155,7 @@ impl SessionService for SessionApi {
                 "display_name" | "description" | "labels" => {}
                 other => match other.strip_prefix("labels.") {
                     Some(key) => {
+                        crate::domain::names::validate_label_key(key).map_err(Error::Invalid)?;
                         patch
                             .label_changes
                             .insert(key.to_owned(), session.labels.get(key).cloned());
