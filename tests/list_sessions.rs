@@ -30,6 +30,9 @@ struct Known {
     labels: BTreeMap<String, String>,
 }
 
+/// Which known sessions a filter should return.
+type Keep<'a> = Box<dyn Fn(&Known) -> bool + 'a>;
+
 fn micros(ts: &Option<prost_types::Timestamp>) -> i64 {
     let ts = ts.as_ref().expect("timestamp set");
     ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1_000
@@ -257,7 +260,7 @@ async fn list_filters_and_pages_in_the_database() {
     assert_eq!(ids(&sessions), expected(&known, |_| true));
 
     let label = |k: &Known, key: &str| k.labels.get(key).cloned();
-    let cases: Vec<(&str, bool, Box<dyn Fn(&Known) -> bool>)> = vec![
+    let cases: Vec<(&str, bool, Keep)> = vec![
         (
             r#"state = CREATED AND labels.task = "JIRA-2""#,
             false,
