@@ -499,8 +499,11 @@ pub async fn undo_add(plan: &Plan, dest: &Path) {
 /// What [`retire`] needs to know about a session's worktree.
 #[derive(Clone, Debug)]
 pub struct Retire<'a> {
+    /// The repository the worktree belongs to (git commands run there).
     pub repository: &'a Path,
+    /// The worktree's directory.
     pub worktree: &'a Path,
+    /// The worktree's branch (deleted only with `delete_branch`).
     pub branch: &'a str,
     /// The session's id (names the saved ref).
     pub session_id: &'a str,

@@ -17,6 +17,8 @@ impl Manager {
     /// Archives (automatically: `auto_archived = true`) STOPPED sessions whose
     /// resume window ended before `now`; at most `limit` per call. Returns how many
     /// were archived by this call.
+    ///
+    /// Errors: the database's (INTERNAL, or UNAVAILABLE when it cannot be reached).
     pub async fn archive_expired(&self, now: Micros, limit: u64) -> Result<u64> {
         let window = self.settings.resume_window;
         let stopped_before = now.saturating_sub(micros_of(window));
@@ -43,6 +45,8 @@ impl Manager {
     /// session's worktree is retired first, and a tombstone whose worktree could
     /// not be removed is kept for a later pass. Returns how many rows this call
     /// deleted.
+    ///
+    /// Errors: the database's (INTERNAL, or UNAVAILABLE when it cannot be reached).
     pub async fn purge_tombstones(&self, now: Micros, limit: u64) -> Result<u64> {
         let mut purged = 0;
         for row in self.store.tombstones_due(now, limit).await? {

@@ -125,6 +125,8 @@ impl Manager {
     /// still exist on disk (a delete interrupted by a crash, or one git refused).
     /// Looks at most `limit` sessions. Returns how many worktrees were removed and
     /// the ids of the sessions whose worktree is still there after this pass.
+    ///
+    /// Errors: the database's; git failures only leave the worktree in place.
     pub async fn retire_leftover_worktrees(&self, limit: u64) -> Result<(u64, Vec<String>)> {
         let mut removed = 0;
         let mut kept = Vec::new();

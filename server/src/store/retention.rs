@@ -1,5 +1,5 @@
 //! Queries of the retention task: which sessions are due, and the conditional
-//! purge of a tombstone.
+//! purge of a tombstone. Every query errs only with the database's error.
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
