@@ -547,12 +547,32 @@ async fn a_worktree_git_refuses_to_remove_is_kept_and_retired_later() {
         "work in progress"
     );
 
-    // Still locked: the retention task keeps it too.
+    let first_save = git(&repo, &["rev-parse", &saved_ref]);
+    let head = git(&path, &["rev-parse", "HEAD"]);
+
+    // Still locked: the retention task keeps it too, and saves nothing new when
+    // nothing changed.
     let manager = server.server.as_ref().unwrap().manager().clone();
     let reaper = Reaper::new(manager.clone());
     let pass = reaper.run_once(manager.now()).await;
     assert_eq!((pass.worktrees_removed, pass.failed_steps), (0, 0));
     assert!(path.exists());
+    assert_eq!(git(&repo, &["rev-parse", &saved_ref]), first_save);
+
+    // More work appears meanwhile: the next save keeps the first one reachable as
+    // its second parent (the first parent stays the worktree's HEAD).
+    std::fs::write(path.join("more.txt"), "more\n").unwrap();
+    let pass = reaper.run_once(manager.now()).await;
+    assert_eq!((pass.worktrees_removed, pass.failed_steps), (0, 0));
+    assert_eq!(
+        git(&repo, &["show", &format!("{saved_ref}:more.txt")]),
+        "more"
+    );
+    assert_eq!(git(&repo, &["rev-parse", &format!("{saved_ref}^1")]), head);
+    assert_eq!(
+        git(&repo, &["rev-parse", &format!("{saved_ref}^2")]),
+        first_save
+    );
 
     // Unlocked: the next pass removes it and clears the note.
     git(&repo, &["worktree", "unlock", path.to_str().unwrap()]);

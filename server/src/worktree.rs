@@ -662,19 +662,34 @@ async fn save_changes(request: &Retire<'_>) -> Result<Option<String>> {
             ("GIT_COMMITTER_NAME", name),
             ("GIT_COMMITTER_EMAIL", email),
         ];
-        let commit = git(
-            dir,
-            &["commit-tree", tree.stdout.trim(), "-p", &head, "-m", &message],
-            &identity,
-        )
-        .await?;
+        let tree = tree.stdout.trim();
+        let saved_ref = format!("{SAVED_REF_PREFIX}{}", request.session_id);
+        // An earlier save of this session (a retirement interrupted after saving)
+        // stays reachable as the second parent, so a later save never replaces it;
+        // an identical save is not made twice.
+        let previous = git(dir, &["rev-parse", "--verify", "--quiet", &format!("{saved_ref}^{{commit}}")], &[]).await?;
+        let previous = previous.success.then(|| previous.stdout.trim().to_owned());
+        if let Some(previous) = &previous {
+            let same = git(dir, &["rev-parse", &format!("{previous}^{{tree}}"), &format!("{previous}^1")], &[]).await?;
+            if same.success && same.stdout.split_whitespace().eq([tree, head.as_str()]) {
+                return Ok(Some(saved_ref));
+            }
+        }
+        let mut args = vec!["commit-tree", tree, "-p", &head];
+        if let Some(previous) = &previous {
+            args.extend(["-p", previous.as_str()]);
+        }
+        args.extend(["-m", &message]);
+        let commit = git(dir, &args, &identity).await?;
         if !commit.success {
             return Err(failed("git commit-tree", &commit.stderr));
         }
-        let saved_ref = format!("{SAVED_REF_PREFIX}{}", request.session_id);
+        // Conditional on the ref's old value: two servers retiring at once cannot
+        // overwrite each other's save.
+        let expected = previous.clone().unwrap_or_default();
         let update = git(
             dir,
-            &["update-ref", "-m", "corral: save before deleting the worktree", &saved_ref, commit.stdout.trim()],
+            &["update-ref", "-m", "corral: save before deleting the worktree", &saved_ref, commit.stdout.trim(), &expected],
             &[],
         )
         .await?;
