@@ -625,3 +625,37 @@ async fn discarding_a_failed_worktree_session_removes_its_worktree() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_the_client_gives_up_on_still_completes_whole() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start().await;
+    let repo = repository(&server, "repo");
+    // A slow post-checkout hook keeps `git worktree add` busy for a while.
+    let hook = repo.join(".git/hooks/post-checkout");
+    std::fs::write(&hook, "#!/bin/sh\nsleep 1\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut client = server.sessions.clone();
+    let request = worktree_request("slow", &repo, "slow", "");
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        client.create_session(request),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the client gave up before the hook finished"
+    );
+
+    // The server finishes the create all the same: a row and its worktree.
+    common::eventually("the session exists", || async {
+        session_count(&server).await == 1
+    })
+    .await;
+    let session = server.get_session("slow").await;
+    let path = PathBuf::from(source(&session).worktree_path);
+    assert_eq!(git(&path, &["branch", "--show-current"]), "slow");
+    assert_eq!(worktree_entries(&server), vec![session.id.clone()]);
+    server.stop().await;
+}
