@@ -223,7 +223,7 @@ impl Manager {
                     &self.settings.allowed_roots,
                 )
                 .await?;
-                let dir = self.worktree_path(id);
+                let dir = self.worktree_path(id).await?;
                 (SourceKind::Worktree, dir, Some(plan))
             }
         };

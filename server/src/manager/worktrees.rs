@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{MAX_CONFLICT_RETRIES, Manager};
 use crate::domain::filter::SourceKind;
 use crate::domain::state::State;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{EventKind, EventPayload, NewEvent, SessionRow, Write};
 use crate::worktree::{self, Retire};
 
@@ -25,9 +25,18 @@ impl Manager {
         self.settings.data_dir.join("worktrees")
     }
 
-    /// Where the worktree of session `id` goes: `<data_dir>/worktrees/<id>`.
-    pub(super) fn worktree_path(&self, id: Uuid) -> PathBuf {
-        self.worktrees_dir().join(id.to_string())
+    /// Where the worktree of session `id` goes: `<data_dir>/worktrees/<id>`, with
+    /// the worktrees directory created if needed and canonicalized (a session's
+    /// `work_dir` is canonical).
+    ///
+    /// Errors: INTERNAL when the worktrees directory cannot be created.
+    pub(super) async fn worktree_path(&self, id: Uuid) -> Result<PathBuf> {
+        let dir = self.worktrees_dir();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|err| Error::Internal(format!("cannot create {}: {err}", dir.display())))?;
+        let dir = tokio::fs::canonicalize(&dir).await.unwrap_or(dir);
+        Ok(dir.join(id.to_string()))
     }
 
     /// Removes the worktree of a DELETED worktree session (saving its changes
