@@ -80,6 +80,25 @@ pub struct Config {
     #[arg(long = "worker-env", value_name = "NAME=VALUE", value_parser = parse_env_pair)]
     pub worker_env: Vec<(String, String)>,
 
+    /// A directory under which work dirs and git repositories may lie
+    /// (repeatable; default `/`). A quick session's work dir or a worktree
+    /// session's repository outside every root is refused with PERMISSION_DENIED.
+    /// Roots are canonicalized (symlinks resolved) at start-up. The environment
+    /// variable takes a `:`-separated list, like `PATH`.
+    #[arg(
+        long = "allowed-root",
+        env = "CORRAL_ALLOWED_ROOTS",
+        value_name = "DIR",
+        value_delimiter = ':',
+        default_value = "/"
+    )]
+    pub allowed_roots: Vec<PathBuf>,
+
+    /// How often the retention task runs (auto-archiving STOPPED sessions past the
+    /// resume window, purging tombstones past their purge time), e.g. `60s`.
+    #[arg(long, env = "CORRAL_REAPER_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub reaper_interval: Duration,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info,corral_server=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -131,8 +150,37 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("/bin/sh"))
     }
 
+    /// The allowed roots, canonicalized; a root that cannot be resolved is kept as
+    /// given (and [`validate`](Self::validate) reports it).
+    pub fn allowed_roots(&self) -> Vec<PathBuf> {
+        self.allowed_roots
+            .iter()
+            .map(|root| std::fs::canonicalize(root).unwrap_or_else(|_| root.clone()))
+            .collect()
+    }
+
     /// Checks values that clap cannot: returns what is wrong, in words.
     pub fn validate(&self) -> Result<(), String> {
+        if self.allowed_roots.is_empty() {
+            return Err("--allowed-root: give at least one directory (default /)".into());
+        }
+        for root in &self.allowed_roots {
+            if !root.is_absolute() {
+                return Err(format!(
+                    "--allowed-root {} is not an absolute path",
+                    root.display()
+                ));
+            }
+            if !root.is_dir() {
+                return Err(format!(
+                    "--allowed-root {} is not an existing directory",
+                    root.display()
+                ));
+            }
+        }
+        if self.reaper_interval.is_zero() {
+            return Err("--reaper-interval must be longer than 0s".into());
+        }
         if self.scrollback_bytes < 1024 {
             return Err(format!(
                 "--scrollback-bytes {} is too small; use at least 1024",
@@ -190,6 +238,8 @@ mod tests {
         assert_eq!(config.scrollback_bytes, 1 << 20);
         assert_eq!(config.stop_grace, Duration::from_secs(10));
         assert_eq!(config.resume_window, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(config.allowed_roots, vec![PathBuf::from("/")]);
+        assert_eq!(config.reaper_interval, Duration::from_secs(60));
         assert_eq!(
             config.database_url(),
             "sqlite:///tmp/corral-test/corral.db?mode=rwc"
@@ -203,6 +253,26 @@ mod tests {
         assert!(parse_env_pair("noequals").is_err());
         assert!(parse_env_pair("1A=x").is_err());
         assert!(parse_env_pair("=x").is_err());
+    }
+
+    #[test]
+    fn allowed_roots_are_repeatable_and_checked() {
+        let config =
+            Config::parse_from(["corrald", "--allowed-root", "/tmp", "--allowed-root", "/"]);
+        assert_eq!(
+            config.allowed_roots,
+            vec![PathBuf::from("/tmp"), PathBuf::from("/")]
+        );
+        assert!(config.validate().is_ok());
+        let relative = Config::parse_from(["corrald", "--allowed-root", "work"]);
+        assert!(relative.validate().unwrap_err().contains("absolute"));
+        let missing = Config::parse_from(["corrald", "--allowed-root", "/nonexistent/corral"]);
+        assert!(
+            missing
+                .validate()
+                .unwrap_err()
+                .contains("existing directory")
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! manager/              what each RPC does: domain checks, then store and processes
 //! domain/               the state machine, names, filters, page tokens (pure)
 //! supervisor/           worker actors: PTY, process tree, scrollback ring, cursors
+//! worktree.rs           git worktrees of worktree sessions (real `git`, clean env)
+//! reaper.rs             the retention task: auto-archive, purge tombstones
 //! store/                SeaORM entities and queries, one error type
 //! error.rs              the cause enum and its one mapping to tonic::Status
 //! ```
@@ -19,9 +21,11 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod manager;
+pub mod reaper;
 pub mod server;
 pub mod store;
 pub mod supervisor;
+pub mod worktree;
 
 pub use config::Config;
 pub use server::{RunningServer, serve, serve_with_clock};

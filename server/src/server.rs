@@ -134,6 +134,9 @@ pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         .add_service(checkpoints)
         .add_service(events);
 
+    let reaper =
+        crate::reaper::Reaper::new(manager.clone()).spawn(config.reaper_interval, shutdown.clone());
+
     tracing::info!(%addr, "corrald listening");
     let task_manager = manager.clone();
     let task_shutdown = shutdown.clone();
@@ -144,6 +147,9 @@ pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
                 task_shutdown.cancelled(),
             )
             .await;
+        if let Err(err) = reaper.await {
+            tracing::error!(%err, "the retention task failed");
+        }
         tracing::info!("no more calls; stopping workers");
         task_manager.shutdown().await;
         tracing::info!("shutdown complete");

@@ -53,6 +53,21 @@ fn worker_ref(field: &str, name: &str) -> Result<(Ref, Ref), Status> {
     names::parse_worker_name(field, name).map_err(|e| Error::Invalid(e).into())
 }
 
+/// Runs `work` to completion on its own task and waits for it.
+///
+/// tonic drops a handler's future when its client disconnects; a lifecycle change
+/// cut off at an `.await` could leave a session STARTING with half its workers
+/// spawned, or a worktree made without its row. Handlers that change processes or
+/// the filesystem run their work through this, so it always finishes.
+async fn run_detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::spawn(work).await {
+        Ok(result) => result.map_err(Status::from),
+        Err(err) => Err(Error::Internal(format!("the request's task failed: {err}")).into()),
+    }
+}
+
 /// UNIMPLEMENTED, with the RPC's name.
 fn unimplemented(rpc: &'static str) -> Status {
     Error::Unimplemented { rpc }.into()

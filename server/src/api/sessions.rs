@@ -8,7 +8,7 @@ use corral::pb::session_service_server::SessionService;
 use tonic::{Request, Response, Status};
 
 use super::convert::session_to_pb;
-use super::{Api, session_ref, unimplemented};
+use super::{Api, run_detached, session_ref, unimplemented};
 use crate::error::Error;
 use crate::manager::{ListSessions, NewSession, NewWorker, SessionPatch, SourceSpec, WorkerSpec};
 
@@ -47,11 +47,11 @@ impl SessionApi {
         action: crate::domain::state::Action,
     ) -> Result<Response<pb::Session>, Status> {
         let session = session_ref("name", name)?;
-        let view = self
-            .0
-            .manager
-            .session_action(&session, action, etag)
-            .await?;
+        let manager = self.0.manager.clone();
+        let etag = etag.to_owned();
+        let view =
+            run_detached(async move { manager.session_action(&session, action, &etag).await })
+                .await?;
         Ok(Response::new(session_to_pb(&view)))
     }
 }
@@ -78,19 +78,17 @@ impl SessionService for SessionApi {
             None => None,
         };
         let workers = request.workers.into_iter().map(new_worker).collect();
-        let view = self
-            .0
-            .manager
-            .create_session(NewSession {
-                display_name: session.display_name,
-                description: session.description,
-                labels: session.labels.into_iter().collect(),
-                source,
-                workers,
-                validate_only: request.validate_only,
-                creator: String::new(),
-            })
-            .await?;
+        let new = NewSession {
+            display_name: session.display_name,
+            description: session.description,
+            labels: session.labels.into_iter().collect(),
+            source,
+            workers,
+            validate_only: request.validate_only,
+            creator: String::new(),
+        };
+        let manager = self.0.manager.clone();
+        let view = run_detached(async move { manager.create_session(new).await }).await?;
         Ok(Response::new(session_to_pb(&view)))
     }
 
@@ -155,6 +153,7 @@ impl SessionService for SessionApi {
                 "display_name" | "description" | "labels" => {}
                 other => match other.strip_prefix("labels.") {
                     Some(key) => {
+                        crate::domain::names::validate_label_key(key).map_err(Error::Invalid)?;
                         patch
                             .label_changes
                             .insert(key.to_owned(), session.labels.get(key).cloned());
@@ -181,11 +180,13 @@ impl SessionService for SessionApi {
     ) -> Result<Response<pb::Session>, Status> {
         let request = request.into_inner();
         let session = session_ref("name", &request.name)?;
-        let view = self
-            .0
-            .manager
-            .delete_session(&session, &request.etag)
-            .await?;
+        let manager = self.0.manager.clone();
+        let view = run_detached(async move {
+            manager
+                .delete_session(&session, &request.etag, request.delete_branch)
+                .await
+        })
+        .await?;
         Ok(Response::new(session_to_pb(&view)))
     }
 
@@ -236,11 +237,10 @@ impl SessionService for SessionApi {
         let session = session_ref("name", &request.name)?;
         let grace =
             (request.grace_ms > 0).then(|| Duration::from_millis(u64::from(request.grace_ms)));
-        let view = self
-            .0
-            .manager
-            .stop_session(&session, &request.etag, grace)
-            .await?;
+        let manager = self.0.manager.clone();
+        let view =
+            run_detached(async move { manager.stop_session(&session, &request.etag, grace).await })
+                .await?;
         Ok(Response::new(session_to_pb(&view)))
     }
 

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{exit_to_pb, size_to_pb, worker_to_pb};
 use super::sessions::new_worker;
-use super::{Api, session_ref, unimplemented, worker_ref};
+use super::{Api, run_detached, session_ref, unimplemented, worker_ref};
 use crate::domain::names::Ref;
 use crate::error::Error;
 use crate::manager::Attachment;
@@ -88,11 +88,10 @@ impl WorkerService for WorkerApi {
         let worker = request
             .worker
             .ok_or_else(|| Status::from(Error::invalid("worker", "is required")))?;
-        let view = self
-            .0
-            .manager
-            .create_worker(&session, new_worker(worker))
-            .await?;
+        let manager = self.0.manager.clone();
+        let view =
+            run_detached(async move { manager.create_worker(&session, new_worker(worker)).await })
+                .await?;
         Ok(Response::new(worker_to_pb(&view)))
     }
 
@@ -127,7 +126,8 @@ impl WorkerService for WorkerApi {
         request: Request<pb::DeleteWorkerRequest>,
     ) -> Result<Response<pb::DeleteWorkerResponse>, Status> {
         let (session, worker) = worker_ref("name", &request.into_inner().name)?;
-        self.0.manager.delete_worker(&session, &worker).await?;
+        let manager = self.0.manager.clone();
+        run_detached(async move { manager.delete_worker(&session, &worker).await }).await?;
         Ok(Response::new(pb::DeleteWorkerResponse {}))
     }
 

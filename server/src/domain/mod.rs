@@ -5,4 +5,5 @@
 pub mod filter;
 pub mod names;
 pub mod page_token;
+pub mod paths;
 pub mod state;

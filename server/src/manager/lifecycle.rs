@@ -74,7 +74,10 @@ pub fn apply(
             model.pause_time = Some(now);
             model.pause_count += 1;
         }
-        State::Stopped if from != State::Archived => model.stop_time = Some(now),
+        // Reopening from the archive starts a new resume window: the session is
+        // STOPPED as of now (DESIGN.md §2: after the window, "reopen it from the
+        // archive" is the way to resume).
+        State::Stopped => model.stop_time = Some(now),
         State::Archived => {
             model.archive_time = Some(now);
             model.auto_archived = action.is_none();
@@ -254,6 +257,6 @@ mod tests {
             RETENTION,
         );
         assert!(!m.auto_archived);
-        assert_eq!(m.stop_time, None, "reopening is not a stop");
+        assert_eq!(m.stop_time, Some(4), "reopening starts a new resume window");
     }
 }

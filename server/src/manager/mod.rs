@@ -13,9 +13,11 @@
 //! up what it spawned.
 
 pub mod lifecycle;
+mod retention;
 mod sessions;
 mod transitions;
 mod workers;
+mod worktrees;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -83,6 +85,8 @@ pub struct Settings {
     pub max_pty_cols: u16,
     pub shell: PathBuf,
     pub data_dir: PathBuf,
+    /// Canonical directories work dirs and repositories must lie under.
+    pub allowed_roots: Vec<PathBuf>,
     /// Set for every worker, over what it inherits.
     pub worker_env: Vec<(String, String)>,
 }
@@ -103,6 +107,7 @@ impl Settings {
             max_pty_cols: config.max_pty_cols,
             shell: config.shell(),
             data_dir: config.data_dir(),
+            allowed_roots: config.allowed_roots(),
             worker_env: config.worker_env.clone(),
         }
     }
@@ -116,9 +121,11 @@ pub struct Manager {
     supervisor: Arc<Supervisor>,
     clock: Arc<dyn Clock>,
     /// Per worker: the last run whose exit was recorded, so an exit seen both by a
-    /// stopper and by the exit listener is recorded once. A std mutex: the
-    /// check-and-set never spans an `.await`.
-    recorded_exits: Mutex<HashMap<Uuid, u64>>,
+    /// stopper and by the exit listener is recorded once. The map is behind a std
+    /// mutex (only looked up, never held across an `.await`); each worker's slot is
+    /// a tokio mutex held while its exit is written, so the second to come waits
+    /// for the first's write.
+    recorded_exits: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<u64>>>>,
     shutdown: CancellationToken,
 }
 
@@ -174,7 +181,8 @@ impl Manager {
         &self.shutdown
     }
 
-    fn now(&self) -> i64 {
+    /// Now, on the manager's clock (µs since the epoch).
+    pub fn now(&self) -> i64 {
         self.clock.now()
     }
 

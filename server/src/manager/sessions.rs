@@ -1,7 +1,7 @@
 //! Sessions: create, read, list, update, delete, and the lifecycle transitions.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -12,7 +12,7 @@ use super::{MAX_CONFLICT_RETRIES, Manager, SessionView};
 use crate::clock::micros_of;
 use crate::domain::filter::{self, SourceKind};
 use crate::domain::names::{
-    self, Invalid, MAX_DESCRIPTION_BYTES, Ref, validate_display_name, validate_labels,
+    self, MAX_DESCRIPTION_BYTES, Ref, validate_display_name, validate_labels,
 };
 use crate::domain::state::{Action, Event, State, on_event, transition};
 use crate::error::{Error, Result, refused};
@@ -20,6 +20,7 @@ use crate::store::entities::{session, worker};
 use crate::store::{
     Cursor, EventKind, EventPayload, NewEvent, Order, OrderField, SessionQuery, SessionRow, Write,
 };
+use crate::worktree::{self, WorktreeRequest};
 
 /// Where a new session's directory comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,6 +146,14 @@ fn parse_order(order_by: &str) -> Result<Order> {
 impl Manager {
     /// CreateSession: validates everything, then writes the session, its labels and
     /// workers and the SESSION_CREATED event in one transaction.
+    ///
+    /// A worktree session's worktree is created first (after every check on the
+    /// request passed) and the row second; if writing the row fails the worktree
+    /// is removed again, so a failed create leaves neither a row nor a worktree.
+    ///
+    /// Errors: INVALID_ARGUMENT (fields, work dir, repository, branch, base ref),
+    /// PERMISSION_DENIED (outside the allowed roots), ALREADY_EXISTS (display
+    /// name), FAILED_PRECONDITION (git refuses the worktree), RESOURCE_EXHAUSTED.
     pub async fn create_session(&self, new: NewSession) -> Result<SessionView> {
         names::validate_text(
             "session.description",
@@ -152,27 +161,9 @@ impl Manager {
             MAX_DESCRIPTION_BYTES,
         )?;
         validate_labels(&new.labels)?;
-        let source = new.source.clone().ok_or_else(|| {
-            Error::invalid(
-                "session.source",
-                "is required: give a quick source (work_dir) or a worktree source (repository, branch)",
-            )
-        })?;
-        let (kind, work_dir) = match &source {
-            SourceSpec::Quick { work_dir } => (SourceKind::Quick, check_work_dir(work_dir)?),
-            SourceSpec::Worktree { .. } => {
-                return Err(Error::Unimplemented {
-                    rpc: "CreateSession with a worktree source",
-                });
-            }
-        };
-        let id = Uuid::new_v4();
-        let display_name = if new.display_name.is_empty() {
-            default_display_name(&work_dir, id)
-        } else {
+        if !new.display_name.is_empty() {
             validate_display_name("session.display_name", &new.display_name)?;
-            new.display_name.clone()
-        };
+        }
         if new.workers.len() > self.settings.max_workers_per_session {
             return Err(Error::ResourceExhausted {
                 limit: "max_workers_per_session",
@@ -180,7 +171,15 @@ impl Manager {
                 message: format!("{} workers requested", new.workers.len()),
             });
         }
+        let source = new.source.clone().ok_or_else(|| {
+            Error::invalid(
+                "session.source",
+                "is required: give a quick source (work_dir) or a worktree source (repository, branch)",
+            )
+        })?;
+        let id = Uuid::new_v4();
         let now = self.now();
+        // Every worker is checked before anything is created on disk.
         let mut workers = Vec::with_capacity(new.workers.len());
         let mut events = vec![NewEvent::session(
             EventKind::SessionCreated,
@@ -204,6 +203,59 @@ impl Manager {
             ));
             workers.push(model);
         }
+        let (kind, work_dir, plan) = match &source {
+            SourceSpec::Quick { work_dir } => {
+                let dir = worktree::canonical_dir("session.quick.work_dir", work_dir).await?;
+                worktree::check_root("session.quick.work_dir", &dir, &self.settings.allowed_roots)?;
+                (SourceKind::Quick, dir, None)
+            }
+            SourceSpec::Worktree {
+                repository,
+                branch,
+                base_ref,
+            } => {
+                let plan = worktree::plan(
+                    &WorktreeRequest {
+                        repository: repository.clone(),
+                        branch: branch.clone(),
+                        base_ref: base_ref.clone(),
+                    },
+                    &self.settings.allowed_roots,
+                )
+                .await?;
+                let dir = self.worktree_path(id).await?;
+                (SourceKind::Worktree, dir, Some(plan))
+            }
+        };
+        let display_name = if !new.display_name.is_empty() {
+            new.display_name.clone()
+        } else {
+            match &plan {
+                Some(plan) => {
+                    let repo = plan
+                        .repository
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    default_display_name(Path::new(&format!("{repo}-{}", plan.branch)), id)
+                }
+                None => default_display_name(&work_dir, id),
+            }
+        };
+        // Checked again by the unique index when the row is written; this early
+        // look spares creating a worktree for a name that is taken.
+        if self
+            .store
+            .find_session(&Ref::Name(display_name.clone()))
+            .await?
+            .is_some()
+        {
+            return Err(Error::AlreadyExists {
+                kind: "session",
+                name: display_name,
+                detail: "; display names are unique among sessions that are not deleted".into(),
+            });
+        }
         let row = SessionRow {
             model: session::Model {
                 id: id.to_string(),
@@ -211,10 +263,10 @@ impl Manager {
                 description: new.description,
                 kind: kind.as_str().into(),
                 work_dir: work_dir.display().to_string(),
-                repository: None,
-                branch: None,
-                base_ref: None,
-                worktree_path: None,
+                repository: plan.as_ref().map(|p| p.repository.display().to_string()),
+                branch: plan.as_ref().map(|p| p.branch.clone()),
+                base_ref: plan.as_ref().map(|p| p.base_ref()),
+                worktree_path: plan.as_ref().map(|_| work_dir.display().to_string()),
                 saved_ref: None,
                 state: State::Created.as_str().into(),
                 version: 1,
@@ -241,10 +293,19 @@ impl Manager {
             },
             labels: new.labels,
         };
-        if !new.validate_only {
-            self.store.create_session(&row, &workers, events).await?;
-            tracing::info!(session_id = %id, display_name = %row.model.display_name, "session created");
+        if new.validate_only {
+            return Ok(self.view_with(row, workers));
         }
+        if let Some(plan) = &plan {
+            worktree::add(plan, &work_dir).await?;
+        }
+        if let Err(err) = self.store.create_session(&row, &workers, events).await {
+            if let Some(plan) = &plan {
+                worktree::undo_add(plan, &work_dir).await;
+            }
+            return Err(err);
+        }
+        tracing::info!(session_id = %id, display_name = %row.model.display_name, kind = kind.as_str(), "session created");
         Ok(self.view_with(row, workers))
     }
 
@@ -422,6 +483,21 @@ impl Manager {
         event: Event,
         reason: &str,
     ) -> Result<Option<SessionRow>> {
+        self.automatic_if(id, event, reason, self.now(), |_| true)
+            .await
+    }
+
+    /// [`automatic`](Self::automatic) at time `now`, and only while `applies` holds
+    /// for the row as read (checked again after every lost race, so a condition
+    /// such as "stopped longer than the window" is true of the row that is written).
+    pub(super) async fn automatic_if(
+        &self,
+        id: &str,
+        event: Event,
+        reason: &str,
+        now: i64,
+        applies: impl Fn(&SessionRow) -> bool,
+    ) -> Result<Option<SessionRow>> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let Some(row) = self.store.get_session(id).await? else {
                 return Ok(None);
@@ -430,13 +506,16 @@ impl Manager {
             let Some(to) = on_event(from, event) else {
                 return Ok(None);
             };
+            if !applies(&row) {
+                return Ok(None);
+            }
             let mut new = row.clone();
             let stored = lifecycle::apply(
                 &mut new.model,
                 from,
                 to,
                 &Cause::Automatic(reason.to_owned()),
-                self.now(),
+                now,
                 self.settings.retention,
             );
             match self.store.write_session(&row, &new, vec![stored]).await? {
@@ -476,15 +555,25 @@ impl Manager {
     }
 
     /// DeleteSession: → DELETED (a tombstone); the workers' scrollback is dropped.
-    pub async fn delete_session(&self, session: &Ref, etag: &str) -> Result<SessionView> {
+    /// A worktree session's worktree is then removed, its uncommitted changes and
+    /// untracked files saved first on `refs/corral/<id>` (`saved_ref`); the branch
+    /// is kept unless `delete_branch`. If git cannot remove the worktree now, the
+    /// session is DELETED all the same, the worktree is kept (nothing is lost), the
+    /// reason is in `state_reason`, and the retention task tries again.
+    ///
+    /// Errors: NOT_FOUND, FAILED_PRECONDITION (the state does not allow delete),
+    /// ABORTED (stale etag).
+    pub async fn delete_session(
+        &self,
+        session: &Ref,
+        etag: &str,
+        delete_branch: bool,
+    ) -> Result<SessionView> {
         let (_, row) = self
             .act(session, Action::Delete, etag, |_, _| Ok(()))
             .await?;
-        for worker in self.store.list_workers(&row.model.id).await? {
-            if let Ok(id) = Uuid::try_parse(&worker.id) {
-                self.supervisor.forget(id);
-            }
-        }
+        self.forget_workers(&row.model.id).await?;
+        let row = self.retire_worktree(row, delete_branch).await?;
         self.view(row).await
     }
 }
@@ -497,39 +586,6 @@ fn conflict_exhausted(session: &Ref) -> Error {
 
 pub(super) fn parse_id(id: &str) -> Result<Uuid> {
     Uuid::try_parse(id).map_err(|_| Error::Internal(format!("stored id {id:?} is not a UUID")))
-}
-
-/// Checks a quick session's work dir: absolute, existing, a directory. Returns its
-/// canonical path (symlinks and `..` resolved).
-fn check_work_dir(work_dir: &str) -> Result<PathBuf> {
-    let field = "session.quick.work_dir";
-    if work_dir.is_empty() {
-        return Err(Error::invalid(field, "is required"));
-    }
-    names::validate_text(field, work_dir, 4096)?;
-    let path = Path::new(work_dir);
-    if !path.is_absolute() {
-        return Err(Error::invalid(
-            field,
-            format!("{work_dir:?} is not an absolute path"),
-        ));
-    }
-    let canonical = std::fs::canonicalize(path).map_err(|err| {
-        Error::Invalid(Invalid::new(
-            field,
-            match err.kind() {
-                std::io::ErrorKind::NotFound => format!("{work_dir:?} does not exist"),
-                _ => format!("{work_dir:?}: {err}"),
-            },
-        ))
-    })?;
-    if !canonical.is_dir() {
-        return Err(Error::invalid(
-            field,
-            format!("{work_dir:?} is not a directory"),
-        ));
-    }
-    Ok(canonical)
 }
 
 /// `<base name of the dir>-<4 hex digits of the id>`, reduced to the allowed characters.

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::sessions::{parse_id, within_resume_window};
+use super::sessions::within_resume_window;
 use super::workers::worker_state;
 use super::{Manager, SessionView};
 use crate::domain::names::Ref;
@@ -25,7 +25,7 @@ impl Manager {
         match action {
             Action::Start => self.start_session(session, etag).await,
             Action::Stop => self.stop_session(session, etag, None).await,
-            Action::Delete => self.delete_session(session, etag).await,
+            Action::Delete => self.delete_session(session, etag, false).await,
             Action::Pause => self.pause_session(session, etag).await,
             Action::Resume => self.resume_session(session, etag).await,
             Action::Restart => {
@@ -42,12 +42,14 @@ impl Manager {
             Action::Discard => {
                 let (_, row) = self.act(session, action, etag, |_, _| Ok(())).await?;
                 self.forget_workers(&row.model.id).await?;
+                let row = self.retire_worktree(row, false).await?;
                 self.view(row).await
             }
         }
     }
 
-    async fn forget_workers(&self, session_id: &str) -> Result<()> {
+    /// Drops the supervisor's state (scrollback) of every worker of a session.
+    pub(super) async fn forget_workers(&self, session_id: &str) -> Result<()> {
         for worker in self.store.list_workers(session_id).await? {
             if let Ok(id) = Uuid::try_parse(&worker.id) {
                 self.supervisor.forget(id);
@@ -91,7 +93,7 @@ impl Manager {
                     return Err(Error::precondition(
                         "RESUME_WINDOW_EXPIRED",
                         format!(
-                            "session {:?} was stopped more than {} ago and can no longer be resumed; archive it and reopen it from the archive",
+                            "session {:?} was stopped more than {} ago (the resume window) and can no longer be resumed; it must be reopened from the archive: archive it (ArchiveSession), reopen it (ReopenSession), then resume it",
                             row.model.display_name,
                             humantime::format_duration(window)
                         ),
@@ -121,29 +123,39 @@ impl Manager {
         self.view(row).await
     }
 
-    /// ERROR → STARTING → ACTIVE; when the last allowed retry fails too, the
-    /// session is discarded (DELETED, the reason kept in `last_error`).
+    /// ERROR → STARTING → ACTIVE. When this retry fails too and it was the last
+    /// one allowed, the session is discarded (see [`Manager::fail`]).
     async fn retry_session(&self, session: &Ref, etag: &str) -> Result<SessionView> {
         let (_, row) = self
             .act(session, Action::Retry, etag, |_, _| Ok(()))
             .await?;
-        let id = row.model.id.clone();
-        let retries = row.model.retry_count;
-        let view = self.launch(row).await?;
-        if view.state() == State::Error && retries >= self.settings.max_retries as i32 {
-            let reason = format!(
-                "discarded after {retries} failed retries; last error: {}",
-                view.row.model.last_error
-            );
-            if let Some(row) = self
-                .automatic(&id, Event::RetriesExhausted, &reason)
-                .await?
-            {
-                self.forget_workers(&id).await?;
-                return self.view(row).await;
-            }
+        self.launch(row).await
+    }
+
+    /// An automatic failure of session `session_id`: → ERROR with `reason` as
+    /// `last_error`. When the session has used every retry it is allowed
+    /// (`retry_count >= --max-retries`, counted over its life: "attempt 1/3 … 3/3"
+    /// in seed 000), it is discarded at once: → DELETED, the reason kept in
+    /// `last_error` and `state_reason`, its worktree retired.
+    pub(super) async fn fail(&self, session_id: &str, reason: &str) -> Result<()> {
+        let Some(row) = self.automatic(session_id, Event::Failed, reason).await? else {
+            return Ok(());
+        };
+        let max = self.settings.max_retries;
+        if i64::from(row.model.retry_count) < i64::from(max) {
+            return Ok(());
         }
-        let row = self.load(&Ref::Id(parse_id(&id)?)).await?;
-        self.view(row).await
+        let why = format!(
+            "discarded automatically: {} of {max} retries failed; last error: {reason}",
+            row.model.retry_count
+        );
+        if let Some(row) = self
+            .automatic(session_id, Event::RetriesExhausted, &why)
+            .await?
+        {
+            self.forget_workers(session_id).await?;
+            self.retire_worktree(row, false).await?;
+        }
+        Ok(())
     }
 }

@@ -29,6 +29,7 @@ pub mod worker_state {
 /// Stored worker kinds (`Worker.Kind` names).
 pub mod worker_kind {
     pub const TERMINAL: &str = "TERMINAL";
+    pub const AGENT: &str = "AGENT";
 }
 
 /// What a new worker runs.
@@ -336,6 +337,9 @@ impl Manager {
             .await?;
         self.supervisor.forget(id);
         tracing::info!(worker_id = %model.id, "worker deleted");
+        if state == State::Active {
+            self.stop_if_all_exited(&model.session_id).await?;
+        }
         Ok(())
     }
 
@@ -511,17 +515,19 @@ impl Manager {
                 workers.push(model);
             }
         }
-        let separator = if row.model.start_time.is_some() && row.model.stop_time.is_some() {
-            format!(
-                "\r\n\x1b[2m--- corral: session started again at {} ---\x1b[0m\r\n",
-                crate::clock::to_datetime(self.now()).format("%Y-%m-%d %H:%M:%S UTC")
-            )
-        } else {
-            String::new()
-        };
+        // A worker that ran before continues its scrollback after a visible line.
+        let separator = format!(
+            "\r\n\x1b[2m--- corral: started again at {} ---\x1b[0m\r\n",
+            crate::clock::to_datetime(self.now()).format("%Y-%m-%d %H:%M:%S UTC")
+        );
         let mut failure = None;
         for model in &workers {
-            if let Err(reason) = self.spawn_worker(&row, model, &separator).await {
+            let separator = if model.start_time.is_some() {
+                separator.as_str()
+            } else {
+                ""
+            };
+            if let Err(reason) = self.spawn_worker(&row, model, separator).await {
                 failure = Some(reason);
                 break;
             }
@@ -529,8 +535,7 @@ impl Manager {
         if let Some(reason) = failure {
             self.stop_workers(&row.model.id, self.settings.stop_grace)
                 .await?;
-            self.automatic(&row.model.id, Event::Failed, &reason)
-                .await?;
+            self.fail(&row.model.id, &reason).await?;
         } else if self
             .automatic(&row.model.id, Event::Ready, "every worker is running")
             .await?
@@ -706,21 +711,24 @@ impl Manager {
         stopped: bool,
     ) -> Result<bool> {
         let worker_id = parse_id(&model.id)?;
-        {
-            let mut recorded = self
-                .recorded_exits
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let last = recorded.entry(worker_id).or_insert(0);
-            if *last >= generation {
-                return Ok(false);
-            }
-            *last = generation;
+        let slot = self
+            .recorded_exits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(worker_id)
+            .or_default()
+            .clone();
+        // Held until the row is written: whoever comes second waits, and then finds
+        // the exit recorded in the store (a stopper reads the row right after).
+        let mut last = slot.lock().await;
+        if *last >= generation {
+            return Ok(false);
         }
         // Read the row again: the caller's copy may predate the start of this run.
         let current = self.reload_worker(model).await?;
         let mut new = current.clone();
-        new.state = if exit.exec_failure.is_some() {
+        let failure = (!stopped).then(|| exit_failure(&current, exit)).flatten();
+        new.state = if failure.is_some() || exit.exec_failure.is_some() {
             worker_state::FAILED
         } else if stopped {
             worker_state::STOPPED
@@ -732,8 +740,8 @@ impl Manager {
         new.exit_signal = exit.signal_name();
         new.exit_time = Some(self.now());
         new.pid = None;
-        if let Some(failure) = &exit.exec_failure {
-            new.last_error = format!("worker {:?}: {failure}", model.display_name);
+        if let Some(failure) = &failure {
+            new.last_error = failure.clone();
         }
         if let Some(handle) = self.supervisor.handle(worker_id) {
             let size = handle.size();
@@ -754,6 +762,7 @@ impl Manager {
         self.store
             .update_worker(&current, &new, self.now(), vec![event])
             .await?;
+        *last = generation;
         Ok(true)
     }
 
@@ -777,17 +786,17 @@ impl Manager {
         if !self.record_exit(&model, generation, exit, stopped).await? || stopped {
             return Ok(());
         }
-        if let Some(failure) = &exit.exec_failure {
-            let reason = format!("worker {:?}: {failure}", model.display_name);
-            self.automatic(&model.session_id, Event::Failed, &reason)
+        if let Some(reason) = exit_failure(&model, exit) {
+            self.stop_workers(&model.session_id, self.settings.stop_grace)
                 .await?;
-            return Ok(());
+            return self.fail(&model.session_id, &reason).await;
         }
         self.stop_if_all_exited(&model.session_id).await
     }
 
-    /// An ACTIVE session whose workers all ended on their own becomes STOPPED.
-    async fn stop_if_all_exited(&self, session_id: &str) -> Result<()> {
+    /// An ACTIVE session none of whose workers runs any more (they exited on their
+    /// own, or were removed) becomes STOPPED.
+    pub(super) async fn stop_if_all_exited(&self, session_id: &str) -> Result<()> {
         let workers = self.store.list_workers(session_id).await?;
         let any_running = workers.iter().any(|w| {
             Uuid::try_parse(&w.id)
@@ -795,12 +804,35 @@ impl Manager {
                 .and_then(|id| self.supervisor.handle(id))
                 .is_some_and(|h| h.is_running())
         });
-        if !any_running && !workers.is_empty() {
-            self.automatic(session_id, Event::AllWorkersExited, "every worker exited")
+        if !any_running {
+            let reason = if workers.is_empty() {
+                "the session has no worker left"
+            } else {
+                "every worker exited"
+            };
+            self.automatic(session_id, Event::AllWorkersExited, reason)
                 .await?;
         }
         Ok(())
     }
+}
+
+/// Whether a worker's exit (not asked for by a stop) fails its session, and why
+/// in plain words: the program never started (its `execve` failed), or an agent
+/// worker ended abnormally (a non-zero code or a signal). A terminal worker that
+/// ends, however it ends, is just EXITED.
+fn exit_failure(model: &worker::Model, exit: &ExitInfo) -> Option<String> {
+    if let Some(failure) = &exit.exec_failure {
+        return Some(format!("worker {:?}: {failure}", model.display_name));
+    }
+    if model.kind == worker_kind::AGENT && !exit.success() {
+        return Some(format!(
+            "agent worker {:?} ended abnormally: {}",
+            model.display_name,
+            exit.describe()
+        ));
+    }
+    None
 }
 
 /// The explicit environment of a worker's process: a few variables of the
@@ -855,6 +887,66 @@ mod tests {
         let mut env = BTreeMap::new();
         env.insert("1BAD".to_string(), "x".to_string());
         assert!(validate_terminal(&[], &env).is_err());
+    }
+
+    #[test]
+    fn which_exits_fail_the_session() {
+        let mut model = worker::Model {
+            id: String::new(),
+            session_id: String::new(),
+            display_name: "w".into(),
+            position: 0,
+            kind: worker_kind::TERMINAL.into(),
+            command: "[]".into(),
+            env: "{}".into(),
+            agent_profile: String::new(),
+            model: String::new(),
+            extra_args: "[]".into(),
+            agent_session_id: String::new(),
+            state: worker_state::RUNNING.into(),
+            last_error: String::new(),
+            exit_code: None,
+            exit_signal: None,
+            pid: None,
+            process_start_ticks: None,
+            boot_id: None,
+            rows: 24,
+            cols: 80,
+            create_time: 0,
+            start_time: None,
+            exit_time: None,
+            restart_count: 0,
+        };
+        let code = |code| ExitInfo {
+            code: Some(code),
+            ..Default::default()
+        };
+        let never_ran = ExitInfo {
+            code: Some(1),
+            exec_failure: Some("exec of /x failed: permission denied".into()),
+            ..Default::default()
+        };
+        // Terminals: only a failed exec fails the session.
+        assert_eq!(exit_failure(&model, &code(0)), None);
+        assert_eq!(exit_failure(&model, &code(1)), None);
+        assert!(
+            exit_failure(&model, &never_ran)
+                .unwrap()
+                .contains("permission denied")
+        );
+        // Agents: any abnormal end does.
+        model.kind = worker_kind::AGENT.into();
+        assert_eq!(exit_failure(&model, &code(0)), None);
+        assert!(
+            exit_failure(&model, &code(2))
+                .unwrap()
+                .contains("exited with code 2")
+        );
+        let killed = ExitInfo {
+            signal: Some(9),
+            ..Default::default()
+        };
+        assert!(exit_failure(&model, &killed).unwrap().contains("SIGKILL"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod entities;
 pub mod events;
+mod retention;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

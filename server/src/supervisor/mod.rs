@@ -141,6 +141,8 @@ struct Shared {
     attached: AtomicU32,
     /// Set while the worker's processes are suspended by [`WorkerHandle::pause`].
     paused: AtomicBool,
+    /// The processes [`WorkerHandle::pause`] stopped, for `resume` to continue.
+    stopped_by_pause: Mutex<Vec<process::Member>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -215,6 +217,7 @@ impl Supervisor {
                     size: Mutex::new(WindowSize::default()),
                     attached: AtomicU32::new(0),
                     paused: AtomicBool::new(false),
+                    stopped_by_pause: Mutex::new(Vec::new()),
                 })
             })
             .clone()
@@ -257,6 +260,7 @@ impl Supervisor {
         let pid = spawned.pid;
         *lock(&shared.size) = size;
         shared.paused.store(false, Ordering::Relaxed);
+        lock(&shared.stopped_by_pause).clear();
         *lock(&shared.live) = Some(Live {
             pid,
             commands,
@@ -502,20 +506,28 @@ impl WorkerHandle {
         }
     }
 
-    /// Suspends every process of the worker (see [`process::pause`]).
+    /// Suspends every process of the worker (see [`process::pause`]); input is
+    /// refused from now on until [`resume`](Self::resume).
     pub async fn pause(&self) -> Result<(), NotRunning> {
         let (pid, _) = self.control()?;
         let foreground = self.foreground_pgrp();
         self.shared.paused.store(true, Ordering::Relaxed);
-        run_blocking(move || process::pause(pid, foreground)).await;
+        let stopped = tokio::task::spawn_blocking(move || process::pause(pid, foreground))
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(%err, "pausing a worker panicked");
+                Vec::new()
+            });
+        lock(&self.shared.stopped_by_pause).extend(stopped);
         Ok(())
     }
 
-    /// Continues every process of the worker (see [`process::resume`]).
+    /// Continues what [`pause`](Self::pause) stopped (see [`process::resume`]).
     pub async fn resume(&self) -> Result<(), NotRunning> {
         let (pid, _) = self.control()?;
         let foreground = self.foreground_pgrp();
-        run_blocking(move || process::resume(pid, foreground)).await;
+        let stopped = std::mem::take(&mut *lock(&self.shared.stopped_by_pause));
+        run_blocking(move || process::resume(pid, foreground, &stopped)).await;
         self.shared.paused.store(false, Ordering::Relaxed);
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! tokio's blocking pool.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
@@ -102,34 +103,116 @@ fn groups_in_order(leader: i32, foreground: Option<i32>, members: &[Member]) -> 
     order
 }
 
-/// Suspends every process of the session led by `leader` with SIGSTOP: the leader's
-/// group first (so an interactive shell cannot notice its job stopping, print
-/// "Stopped" and take the terminal back), then the foreground job, then every
-/// other group, then any process left running.
-pub fn pause(leader: i32, foreground: Option<i32>) {
-    let members = session_members(leader);
-    for pgid in groups_in_order(leader, foreground, &members) {
-        send_group(pgid, Signal::SIGSTOP);
-    }
-    for member in session_members(leader) {
-        if member.state != 'T' && member.state != 'Z' {
-            send_pid(member.pid, Signal::SIGSTOP);
+/// How long [`pause`] waits for a process group to reach the stopped state before
+/// it moves on (a process in uninterruptible sleep stops only when it wakes).
+const STOP_WAIT: Duration = Duration::from_secs(2);
+/// Rounds of [`pause`] signalling the processes that are still not stopped (e.g.
+/// forked while the first round was sent).
+const STRAGGLER_ROUNDS: usize = 50;
+
+/// True for the states of a process that is stopped (`T`, or `t` under a tracer)
+/// or can no longer run (`Z`ombie, `X` dead).
+fn is_stopped_or_gone(state: char) -> bool {
+    matches!(state, 'T' | 't' | 'Z' | 'X')
+}
+
+/// Waits until every process of group `pgid` in the session led by `leader` is
+/// stopped (or gone), at most [`STOP_WAIT`]. Returns false on timeout.
+fn wait_group_stopped(leader: i32, pgid: i32) -> bool {
+    let deadline = Instant::now() + STOP_WAIT;
+    loop {
+        let running = session_members(leader)
+            .iter()
+            .any(|m| m.pgid == pgid && !is_stopped_or_gone(m.state));
+        if !running {
+            return true;
         }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-/// Continues every process of the session led by `leader` with SIGCONT, in the
-/// reverse order of [`pause`]: jobs first, the shell last.
-pub fn resume(leader: i32, foreground: Option<i32>) {
-    let members = session_members(leader);
-    let mut order = groups_in_order(leader, foreground, &members);
-    order.reverse();
-    for pgid in order {
-        send_group(pgid, Signal::SIGCONT);
+/// Suspends every process of the session led by `leader` with SIGSTOP, and
+/// returns the processes it stopped (those that were not stopped already: a job
+/// the user suspended with ctrl-Z stays the user's business), for [`resume`].
+///
+/// Order matters for an interactive shell: its foreground job runs in its own
+/// process group (`tcgetpgrp`), and a shell that sees its job stop prints
+/// "Stopped" and takes the terminal back. So the leader's group (the shell) is
+/// stopped first, and only once `/proc` shows it stopped (a SIGSTOP takes effect
+/// when the target next runs, and a shell woken in `wait4` could otherwise still
+/// see its child stop) is the foreground job stopped, then every other group.
+/// Processes still running after that (forked meanwhile, or moved between groups)
+/// are stopped one by one until `/proc/<pid>/stat` shows every member in state `T`.
+pub fn pause(leader: i32, foreground: Option<i32>) -> Vec<Member> {
+    let mut stopped: Vec<Member> = session_members(leader)
+        .into_iter()
+        .filter(|m| !is_stopped_or_gone(m.state))
+        .collect();
+    send_group(leader, Signal::SIGSTOP);
+    if !wait_group_stopped(leader, leader) {
+        tracing::warn!(leader, "the worker's process group did not stop in time");
     }
-    for member in session_members(leader) {
-        if member.state == 'T' {
-            send_pid(member.pid, Signal::SIGCONT);
+    let members = session_members(leader);
+    for pgid in groups_in_order(leader, foreground, &members)
+        .into_iter()
+        .skip(1)
+    {
+        send_group(pgid, Signal::SIGSTOP);
+    }
+    for _ in 0..STRAGGLER_ROUNDS {
+        let running: Vec<Member> = session_members(leader)
+            .into_iter()
+            .filter(|m| !is_stopped_or_gone(m.state))
+            .collect();
+        if running.is_empty() {
+            return stopped;
+        }
+        for member in running {
+            send_pid(member.pid, Signal::SIGSTOP);
+            if !stopped.iter().any(|s| s.pid == member.pid) {
+                stopped.push(member);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tracing::warn!(leader, "some processes of the worker did not stop");
+    stopped
+}
+
+/// Continues what [`pause`] stopped, in the reverse order: the jobs first (the
+/// foreground job before the others), the shell's group last. (SIGCONT clears a
+/// stopped child's pending stop report at once, in the sender's `kill`, so the
+/// shell resumes to find its job running and prints nothing.) A process is
+/// continued only if it is still the one that was stopped (same start time: pids
+/// are reused). With an empty `stopped` list (nothing recorded), every group of
+/// the session is continued.
+pub fn resume(leader: i32, foreground: Option<i32>, stopped: &[Member]) {
+    if stopped.is_empty() {
+        let members = session_members(leader);
+        let mut order = groups_in_order(leader, foreground, &members);
+        order.reverse();
+        for pgid in order {
+            send_group(pgid, Signal::SIGCONT);
+        }
+        return;
+    }
+    let rank = |m: &Member| {
+        if m.pgid == leader {
+            2
+        } else if Some(m.pgid) == foreground {
+            0
+        } else {
+            1
+        }
+    };
+    let mut order: Vec<&Member> = stopped.iter().collect();
+    order.sort_by_key(|m| (rank(m), m.pid));
+    for target in order {
+        if member(target.pid).is_some_and(|now| now.start_ticks == target.start_ticks) {
+            send_pid(target.pid, Signal::SIGCONT);
         }
     }
 }

@@ -10,7 +10,10 @@
 //!   `execve` to the parent, so `spawn` returns `Ok` for a child that never ran the
 //!   program. We fork from a thread named [`SPAWN_THREAD_NAME`]: a child that
 //!   exits still carrying that name in `/proc/<pid>/stat` never exec'd, and
-//!   [`diagnose_exec_failure`] says why in plain words.
+//!   [`diagnose_exec_failure`] says why in plain words. [`spawn`] waits (briefly,
+//!   on the blocking pool) until the child's name changes — `execve` succeeded — or
+//!   it dies under the old name, so a start fails *as* a start failure; the actor
+//!   checks again at exit for a child that took longer than [`EXEC_WAIT`].
 //! - **Its reader is blocking.** We never use it: the master is duplicated, set
 //!   `O_NONBLOCK`, and registered with tokio ([`tokio::io::unix::AsyncFd`]), so
 //!   1000 PTYs cost no thread each. Child exit is watched through a pidfd the same
@@ -28,6 +31,10 @@ use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system}
 /// The name of the thread that forks workers; a child still called this after it
 /// exited never reached `execve`.
 pub const SPAWN_THREAD_NAME: &str = "corral-spawn";
+
+/// How long [`spawn`] waits for the child to reach `execve` (it normally takes
+/// well under a millisecond; a loaded machine may take longer).
+pub const EXEC_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A terminal size in character cells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,10 +172,17 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         .map(|(_, value)| value.clone());
     let child =
         with_thread_name(SPAWN_THREAD_NAME, || pair.slave.spawn_command(command)).map_err(|e| {
+            // portable-pty's errors are multi-line anyhow chains: keep one line.
+            let raw = format!("{e:#}").replace('\n', " ");
             SpawnError::Program {
                 program: program.clone(),
-                // portable-pty's errors are multi-line anyhow chains: keep one line.
-                reason: format!("{e:#}").replace('\n', " "),
+                // It searches PATH itself and refuses with "No viable candidates":
+                // say which of not found / not executable / a directory it was.
+                reason: if raw.contains("No viable candidates") {
+                    diagnose_exec_failure(&spec.program, path_env.as_deref())
+                } else {
+                    raw
+                },
             }
         })?;
     // Trap: drop our slave now, or EOF never comes.
@@ -179,6 +193,21 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         .process_id()
         .and_then(|pid| i32::try_from(pid).ok())
         .ok_or_else(|| SpawnError::Pty("the child has no process id".into()))?;
+    let mut child = child;
+    if let ExecOutcome::Failed = wait_for_exec(pid) {
+        // Reap it (it has exited), then say why execve failed.
+        let status = child.wait().ok();
+        return Err(SpawnError::Program {
+            program,
+            reason: format!(
+                "{}{}",
+                diagnose_exec_failure(&spec.program, path_env.as_deref()),
+                status
+                    .map(|s| format!(" (the child exited with code {})", s.exit_code()))
+                    .unwrap_or_default()
+            ),
+        });
+    }
     let exit_fd = rustix::process::pidfd_open(
         rustix::process::Pid::from_raw(pid).ok_or_else(|| SpawnError::Pty("pid 0".into()))?,
         rustix::process::PidfdFlags::empty(),
@@ -226,6 +255,44 @@ fn check_work_dir(cwd: &Path) -> Result<(), SpawnError> {
     }
 }
 
+/// Whether a freshly forked child reached `execve`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExecOutcome {
+    /// Its name changed: it runs the program (or ran it and exited).
+    Execed,
+    /// It ended still named [`SPAWN_THREAD_NAME`]: `execve` failed.
+    Failed,
+    /// Still not exec'd after [`EXEC_WAIT`]; the actor will tell at exit.
+    Unknown,
+}
+
+/// Polls `/proc/<pid>/stat` until the child's name is no longer
+/// [`SPAWN_THREAD_NAME`] (exec'd) or it is a zombie (or gone) under that name
+/// (exec failed). Blocking; at most [`EXEC_WAIT`].
+fn wait_for_exec(pid: i32) -> ExecOutcome {
+    let deadline = std::time::Instant::now() + EXEC_WAIT;
+    let mut pause = std::time::Duration::from_micros(100);
+    loop {
+        match super::process::member(pid) {
+            None => return ExecOutcome::Unknown,
+            Some(member) => {
+                let named_spawn = super::process::comm(pid).is_some_and(|c| c == SPAWN_THREAD_NAME);
+                if !named_spawn {
+                    return ExecOutcome::Execed;
+                }
+                if matches!(member.state, 'Z' | 'X') {
+                    return ExecOutcome::Failed;
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return ExecOutcome::Unknown;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Runs `f` with the current thread renamed to `name`, restoring the old name after.
 fn with_thread_name<T>(name: &str, f: impl FnOnce() -> T) -> T {
     let previous = nix::sys::prctl::get_name().ok();
@@ -240,25 +307,64 @@ fn with_thread_name<T>(name: &str, f: impl FnOnce() -> T) -> T {
 }
 
 /// Explains why `execve` of `program` most likely failed, for a child detected as
-/// never having exec'd (see the module doc).
+/// never having exec'd (see the module doc): the errno itself is lost with the
+/// pipe std would have reported it on, so this retraces `execvp(3)` — search
+/// `PATH` for a name without `/`, skipping candidates that cannot be executed —
+/// and names the first reason that applies: not found, a directory, permission
+/// denied (no execute permission), a `#!` interpreter that does not exist, or a
+/// file that is neither a binary nor a script.
 pub fn diagnose_exec_failure(program: &Program, path_env: Option<&str>) -> String {
     let argv0 = match program {
         Program::LoginShell(shell) => shell.display().to_string(),
         Program::Argv(argv) => argv.first().cloned().unwrap_or_default(),
     };
-    let resolved = if argv0.contains('/') {
-        Some(PathBuf::from(&argv0))
+    let candidates: Vec<PathBuf> = if argv0.contains('/') {
+        vec![PathBuf::from(&argv0)]
     } else {
-        path_env.and_then(|paths| {
-            std::env::split_paths(paths)
-                .map(|dir| dir.join(&argv0))
-                .find(|candidate| candidate.is_file())
-        })
+        path_env
+            .map(|paths| {
+                std::env::split_paths(paths)
+                    .map(|dir| dir.join(&argv0))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    let Some(path) = resolved else {
-        return format!("exec of {argv0:?} failed: command not found");
-    };
-    match std::fs::read(&path) {
+    // execvp goes on after EACCES and reports it only if nothing else runs.
+    let mut denied: Option<String> = None;
+    for path in &candidates {
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            denied.get_or_insert_with(|| {
+                format!("exec of {} failed: it is a directory", path.display())
+            });
+            continue;
+        }
+        if nix::unistd::access(path.as_path(), nix::unistd::AccessFlags::X_OK).is_err() {
+            denied.get_or_insert_with(|| {
+                format!(
+                    "exec of {} failed: permission denied (the file is not executable)",
+                    path.display()
+                )
+            });
+            continue;
+        }
+        return explain_file(path);
+    }
+    if let Some(denied) = denied {
+        return denied;
+    }
+    if argv0.contains('/') {
+        format!("exec of {argv0:?} failed: no such file or directory")
+    } else {
+        format!("exec of {argv0:?} failed: command not found in PATH")
+    }
+}
+
+/// Why an existing, executable file would not run.
+fn explain_file(path: &Path) -> String {
+    match std::fs::read(path) {
         Err(err) => format!("exec of {} failed: {err}", path.display()),
         Ok(bytes) => {
             if let Some(line) = bytes.strip_prefix(b"#!") {
@@ -283,5 +389,98 @@ pub fn diagnose_exec_failure(program: &Program, path_env: Option<&str>) -> Strin
             }
             format!("exec of {} failed", path.display())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn argv(program: &str) -> Program {
+        Program::Argv(vec![program.to_owned()])
+    }
+
+    #[test]
+    fn a_missing_command_is_not_found() {
+        let why = diagnose_exec_failure(&argv("corral-no-such-command"), Some("/usr/bin:/bin"));
+        assert!(why.contains("command not found"), "{why}");
+        let why = diagnose_exec_failure(&argv("/nonexistent/tool"), Some("/usr/bin"));
+        assert!(why.contains("no such file"), "{why}");
+    }
+
+    #[test]
+    fn a_file_without_execute_permission_is_denied() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("tool.sh");
+        std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let why = diagnose_exec_failure(&argv(&script.display().to_string()), None);
+        assert!(why.contains("permission denied"), "{why}");
+        // Found through PATH too.
+        let path = dir.path().display().to_string();
+        let why = diagnose_exec_failure(&argv("tool.sh"), Some(&path));
+        assert!(why.contains("permission denied"), "{why}");
+    }
+
+    #[test]
+    fn a_directory_and_a_bad_interpreter_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let why = diagnose_exec_failure(&argv(&dir.path().display().to_string()), None);
+        assert!(why.contains("is a directory"), "{why}");
+        let script = dir.path().join("old.py");
+        std::fs::write(&script, "#!/nonexistent/python9\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let why = diagnose_exec_failure(&argv(&script.display().to_string()), None);
+        assert!(
+            why.contains("interpreter \"/nonexistent/python9\""),
+            "{why}"
+        );
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, "not a program").unwrap();
+        std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let why = diagnose_exec_failure(&argv(&junk.display().to_string()), None);
+        assert!(why.contains("exec format error"), "{why}");
+    }
+
+    #[test]
+    fn spawn_reports_an_exec_failure_as_a_start_failure() {
+        // portable-pty finds the file and forks; execve fails in the child (ENOENT
+        // for the interpreter), which portable-pty cannot see.
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("old.py");
+        std::fs::write(&script, "#!/nonexistent/python9\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let spec = SpawnSpec {
+            program: argv(&script.display().to_string()),
+            cwd: dir.path().to_owned(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            size: WindowSize::default(),
+        };
+        match spawn(&spec) {
+            Err(SpawnError::Program { reason, .. }) => {
+                assert!(reason.contains("/nonexistent/python9"), "{reason}")
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("spawn of a missing command succeeded"),
+        }
+    }
+
+    #[test]
+    fn spawn_of_a_real_program_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SpawnSpec {
+            program: Program::Argv(vec!["sleep".into(), "5".into()]),
+            cwd: dir.path().to_owned(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            size: WindowSize::default(),
+        };
+        let mut spawned = spawn(&spec).expect("sleep starts");
+        assert_ne!(
+            super::super::process::comm(spawned.pid).as_deref(),
+            Some(SPAWN_THREAD_NAME)
+        );
+        spawned.child.kill().unwrap();
+        spawned.child.wait().unwrap();
     }
 }

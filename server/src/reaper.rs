@@ -1,0 +1,132 @@
+//! The retention task ("reaper"): one background task per server that, every
+//! `--reaper-interval` (60 s by default), applies the time-based rules of the
+//! session lifecycle on the manager's injectable clock:
+//!
+//! 1. **Auto-archive** — STOPPED sessions stopped longer than the resume window
+//!    become ARCHIVED with `auto_archived = true` (the state machine's
+//!    `ResumeWindowExpired` event; DESIGN.md §2).
+//! 2. **Leftover worktrees** — DELETED worktree sessions whose worktree is still on
+//!    disk (a delete interrupted by a crash, or one git refused) have it retired:
+//!    changes saved on `refs/corral/<id>`, then removed.
+//! 3. **Tombstones** — DELETED sessions past `purge_time` are deleted for good (their
+//!    workers and labels cascade) with a SESSION_PURGED event.
+//!
+//! Other expiry duties (event log, checkpoints) belong here too: add each as a step
+//! of [`Reaper::run_once`] and a count in [`Pass`] (see the marked place).
+//!
+//! Every step is idempotent and safe with several servers on one PostgreSQL
+//! database: each row is changed by a conditional write or delete, so it is
+//! handled once no matter how many passes race. Each step handles at most
+//! [`BATCH`] rows per pass; the rest waits for the next pass. A failing step is
+//! logged and does not keep the other steps from running. Each pass logs one line
+//! with its counts. Tests call [`Reaper::run_once`] directly with a
+//! [`ManualClock`](crate::clock::ManualClock)'s time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Micros;
+use crate::error::Result;
+use crate::manager::Manager;
+
+/// Most rows each step handles in one pass.
+pub const BATCH: u64 = 500;
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// STOPPED sessions archived because their resume window ended.
+    pub archived: u64,
+    /// Worktrees of DELETED sessions removed (after saving their changes).
+    pub worktrees_removed: u64,
+    /// Tombstones purged.
+    pub purged: u64,
+    /// Steps that failed (each is logged).
+    pub failed_steps: u32,
+}
+
+/// The retention task over one manager.
+#[derive(Clone, Debug)]
+pub struct Reaper {
+    manager: Arc<Manager>,
+}
+
+impl Reaper {
+    /// A reaper for `manager`.
+    pub fn new(manager: Arc<Manager>) -> Self {
+        Reaper { manager }
+    }
+
+    /// Runs every step once, as of `now` (µs since the epoch), and logs one line
+    /// with the counts. Never fails: a step's error is logged and counted in
+    /// [`Pass::failed_steps`].
+    pub async fn run_once(&self, now: Micros) -> Pass {
+        let mut pass = Pass::default();
+        if let Some(archived) = step("auto-archive", self.manager.archive_expired(now, BATCH)).await
+        {
+            pass.archived = archived;
+        } else {
+            pass.failed_steps += 1;
+        }
+        match step(
+            "leftover worktrees",
+            self.manager.retire_leftover_worktrees(BATCH),
+        )
+        .await
+        {
+            Some((removed, _kept)) => pass.worktrees_removed = removed,
+            None => pass.failed_steps += 1,
+        }
+        match step(
+            "purge tombstones",
+            self.manager.purge_tombstones(now, BATCH),
+        )
+        .await
+        {
+            Some(purged) => pass.purged = purged,
+            None => pass.failed_steps += 1,
+        }
+        // Further retention steps (event log expiry, checkpoint expiry) go here,
+        // each with its own count in `Pass`.
+        tracing::info!(
+            archived = pass.archived,
+            worktrees_removed = pass.worktrees_removed,
+            purged = pass.purged,
+            failed_steps = pass.failed_steps,
+            "retention pass"
+        );
+        pass
+    }
+
+    /// Starts the background task: a pass right away (catching up after downtime),
+    /// then one every `interval`, on the manager's clock. It stops at `shutdown`,
+    /// between passes (a pass in progress is finished, so no git command is cut
+    /// short).
+    pub fn spawn(self, interval: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                self.run_once(self.manager.now()).await;
+            }
+        })
+    }
+}
+
+/// Runs one step; logs and swallows its error.
+async fn step<T>(name: &str, work: impl std::future::Future<Output = Result<T>>) -> Option<T> {
+    match work.await {
+        Ok(value) => Some(value),
+        Err(err) => {
+            tracing::error!(step = name, %err, "retention step failed");
+            None
+        }
+    }
+}
