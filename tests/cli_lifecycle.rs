@@ -13,20 +13,10 @@ use common::TestServer;
 use corral::pb::session::State;
 use serde_json::Value;
 
-/// The `corral` binary, built once for the whole test binary. (Without
-/// `current_target()`: that would build into a separate target directory and
-/// recompile every dependency.)
+/// The `corral` binary, built once for the whole test binary.
 fn corral_bin() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        escargot::CargoBuild::new()
-            .package("corral-cli")
-            .bin("corral")
-            .run()
-            .expect("build the corral binary")
-            .path()
-            .to_owned()
-    })
+    BIN.get_or_init(|| common::workspace_binary("corral"))
 }
 
 /// Runs `corral --server <server> <args>` with no colour variables and no

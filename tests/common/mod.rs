@@ -430,3 +430,18 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The path of a binary of this workspace (`corrald`, `corral`), built if needed.
+///
+/// Built with `--workspace` so that dependency features are unified exactly as for
+/// the test build: building one package alone (`-p corral-cli`) resolves features
+/// differently and recompiles most dependencies.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    escargot::CargoBuild::new()
+        .bin(name)
+        .arg("--workspace")
+        .run()
+        .unwrap_or_else(|e| panic!("building {name}: {e}"))
+        .path()
+        .to_owned()
+}
