@@ -9,12 +9,20 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_initial;
+mod m20261121_000010_messages;
+mod m20261121_000011_checkpoints;
+mod m20261121_000012_worker_activity;
 
 /// Every migration, oldest first.
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261121_000001_initial::Migration)]
+        vec![
+            Box::new(m20261121_000001_initial::Migration),
+            Box::new(m20261121_000010_messages::Migration),
+            Box::new(m20261121_000011_checkpoints::Migration),
+            Box::new(m20261121_000012_worker_activity::Migration),
+        ]
     }
 }
