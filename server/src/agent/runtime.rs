@@ -94,6 +94,8 @@ pub struct AgentWorker {
     crashes: Mutex<u32>,
     /// What the last launch did, in words (ResumeFromCheckpoint's description).
     last_launch: Mutex<String>,
+    /// The run whose resume is being verified, and whether the check failed.
+    verifying: Mutex<Option<(u64, bool)>>,
     /// Serializes checkpoint writes of this worker (each builds on the last).
     pub checkpoint_lock: tokio::sync::Mutex<()>,
 }
@@ -112,6 +114,7 @@ impl AgentWorker {
             status: Mutex::new(RunStatus::default()),
             crashes: Mutex::new(0),
             last_launch: Mutex::new(String::new()),
+            verifying: Mutex::new(None),
             checkpoint_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -166,6 +169,35 @@ impl AgentWorker {
     /// What the last launch did.
     pub fn last_launch(&self) -> String {
         lock(&self.last_launch).clone()
+    }
+
+    /// Run `generation` is a resume being verified: its exit is the verifier's to
+    /// handle, not a crash.
+    pub fn begin_verify(&self, generation: u64) {
+        *lock(&self.verifying) = Some((generation, false));
+    }
+
+    /// The verification of run `generation` failed (the run is being replaced).
+    pub fn fail_verify(&self, generation: u64) {
+        let mut verifying = lock(&self.verifying);
+        if verifying.is_some_and(|(g, _)| g == generation) {
+            *verifying = Some((generation, true));
+        }
+    }
+
+    /// The verification is over (whatever its outcome).
+    pub fn end_verify(&self) {
+        *lock(&self.verifying) = None;
+    }
+
+    /// True while run `generation` is being verified.
+    pub fn is_verifying(&self, generation: u64) -> bool {
+        lock(&self.verifying).is_some_and(|(g, _)| g == generation)
+    }
+
+    /// True when run `generation` failed its verification.
+    pub fn verify_failed(&self, generation: u64) -> bool {
+        lock(&self.verifying).is_some_and(|(g, failed)| g == generation && failed)
     }
 }
 

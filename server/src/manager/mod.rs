@@ -12,6 +12,9 @@
 //! anything is spawned, and whoever loses a race against a concurrent stop cleans
 //! up what it spawned.
 
+mod agents;
+mod checkpoints;
+mod conversation;
 pub mod lifecycle;
 mod sessions;
 mod transitions;
@@ -19,7 +22,7 @@ mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -36,7 +39,9 @@ use crate::store::{SessionRow, Store};
 use crate::supervisor::{Supervisor, SupervisorConfig, SupervisorEvent, WindowSize};
 pub use lifecycle::{Cause, Retention};
 pub use sessions::{ListSessions, NewSession, SessionPatch, SourceSpec, etag};
+pub use conversation::{Export, SearchResult};
 pub use workers::{Attachment, NewWorker, WorkerSpec};
+use crate::agent::{AgentRuntime, AgentSettings, Profiles};
 
 /// How many times a transition re-reads after losing a race before giving up with
 /// ABORTED.
@@ -120,6 +125,10 @@ pub struct Manager {
     /// check-and-set never spans an `.await`.
     recorded_exits: Mutex<HashMap<Uuid, u64>>,
     shutdown: CancellationToken,
+    /// Agent profiles and the live state of agent workers.
+    agents: Arc<AgentRuntime>,
+    /// The manager itself, for tasks it spawns (crash restarts, agent monitors).
+    me: Weak<Manager>,
 }
 
 impl Manager {
@@ -141,13 +150,18 @@ impl Manager {
             },
             events_tx,
         );
-        let manager = Arc::new(Manager {
+        let profiles = Profiles::load(config.profiles.as_deref())
+            .map_err(|e| Error::Internal(format!("agent profiles: {e}")))?;
+        let agents = Arc::new(AgentRuntime::new(profiles, agent_settings(config)));
+        let manager = Arc::new_cyclic(|me| Manager {
             settings: Settings::from_config(config),
             store,
             supervisor,
             clock,
             recorded_exits: Mutex::new(HashMap::new()),
             shutdown,
+            agents,
+            me: me.clone(),
         });
         manager.reconcile().await?;
         tokio::spawn(exit_listener(Arc::downgrade(&manager), events_rx));
@@ -167,6 +181,11 @@ impl Manager {
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Agent profiles and the live state of agent workers.
+    pub fn agents(&self) -> &Arc<AgentRuntime> {
+        &self.agents
     }
 
     /// Cancelled when the server shuts down; long-lived streams select on it.
@@ -333,6 +352,21 @@ impl Manager {
     /// Lists labels of a session for display (sorted).
     pub fn labels(row: &SessionRow) -> &BTreeMap<String, String> {
         &row.labels
+    }
+}
+
+/// The agent settings of `config`.
+fn agent_settings(config: &Config) -> AgentSettings {
+    AgentSettings {
+        checkpoint_ttl: config.checkpoint_ttl,
+        max_crashes: config.agent_max_crashes,
+        restart_backoff: config.agent_restart_backoff,
+        resume_verify: config.resume_verify_timeout,
+        transcript_poll: config.transcript_poll,
+        activity_settle: config.activity_settle,
+        max_prompt_bytes: config.max_prompt_bytes,
+        max_message_bytes: config.max_message_bytes,
+        ..AgentSettings::default()
     }
 }
 

@@ -480,6 +480,7 @@ impl Manager {
         let (_, row) = self
             .act(session, Action::Delete, etag, |_, _| Ok(()))
             .await?;
+        self.drop_checkpoints(&row.model.id).await?;
         for worker in self.store.list_workers(&row.model.id).await? {
             if let Ok(id) = Uuid::try_parse(&worker.id) {
                 self.supervisor.forget(id);

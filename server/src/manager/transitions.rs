@@ -41,6 +41,7 @@ impl Manager {
             }
             Action::Discard => {
                 let (_, row) = self.act(session, action, etag, |_, _| Ok(())).await?;
+                self.drop_checkpoints(&row.model.id).await?;
                 self.forget_workers(&row.model.id).await?;
                 self.view(row).await
             }
@@ -139,6 +140,7 @@ impl Manager {
                 .automatic(&id, Event::RetriesExhausted, &reason)
                 .await?
             {
+                self.drop_checkpoints(&id).await?;
                 self.forget_workers(&id).await?;
                 return self.view(row).await;
             }
