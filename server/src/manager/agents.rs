@@ -600,20 +600,14 @@ impl Manager {
         verdict_rx
     }
 
-    /// Publishes an activity change of a worker: the `watch` for Attach streams,
-    /// the worker row and an ACTIVITY_CHANGED event. Same activity: nothing.
+    /// Publishes an activity change of a worker: the worker row and an
+    /// ACTIVITY_CHANGED event first, then the `watch` that Attach streams
+    /// forward (so a client that sees the update reads the same from GetWorker).
+    /// Same activity as before: nothing.
     async fn publish_activity(&self, session_id: &str, worker_id: Uuid, state: ActivityState) {
         let runtime = self.agents.worker(worker_id);
-        let mut from = Activity::Unknown;
-        let changed = runtime.activity.send_if_modified(|current| {
-            if current.activity == state.activity {
-                return false;
-            }
-            from = current.activity;
-            *current = state.clone();
-            true
-        });
-        if !changed {
+        let from = runtime.activity.borrow().activity;
+        if from == state.activity {
             return;
         }
         let stored = async {
@@ -644,12 +638,11 @@ impl Manager {
                 .update_worker(&model, &new, self.now(), vec![event])
                 .await
         };
-        match stored.await {
-            Ok(()) => {
-                tracing::debug!(%worker_id, %from, to = %state.activity, rule = %state.evidence.rule, "activity changed");
-            }
-            Err(err) => tracing::warn!(%worker_id, %err, "recording an activity change"),
+        if let Err(err) = stored.await {
+            tracing::warn!(%worker_id, %err, "recording an activity change");
         }
+        tracing::debug!(%worker_id, %from, to = %state.activity, rule = %state.evidence.rule, "activity changed");
+        runtime.activity.send_replace(state);
     }
 
     /// Stores the conversation id an agent turned out to use.

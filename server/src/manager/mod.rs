@@ -39,7 +39,8 @@ use crate::store::{SessionRow, Store};
 use crate::supervisor::{Supervisor, SupervisorConfig, SupervisorEvent, WindowSize};
 pub use lifecycle::{Cause, Retention};
 pub use sessions::{ListSessions, NewSession, SessionPatch, SourceSpec, etag};
-pub use conversation::{Export, SearchResult};
+pub use agents::checkpoint_name;
+pub use conversation::{Export, SearchResult, message_name};
 pub use workers::{Attachment, NewWorker, WorkerSpec};
 use crate::agent::{AgentRuntime, AgentSettings, Profiles};
 

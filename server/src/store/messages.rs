@@ -358,26 +358,28 @@ impl Store {
         ] {
             select.expr_as(col(name), Alias::new(name));
         }
+        // Custom expressions bind their values with `$1` on PostgreSQL and `?` on
+        // SQLite (sea-query's placeholder syntax per backend).
         match backend {
             DbBackend::Postgres => {
                 select
                     .from(Alias::new("messages"))
                     .expr_as(
                         Expr::cust_with_values(
-                            "CAST(ts_rank(messages.text_tsv, plainto_tsquery('simple', ?)) AS DOUBLE PRECISION)",
+                            "CAST(ts_rank(messages.text_tsv, plainto_tsquery('simple', $1)) AS DOUBLE PRECISION)",
                             [query],
                         ),
                         Alias::new("score"),
                     )
                     .expr_as(
                         Expr::cust_with_values(
-                            "ts_headline('simple', messages.text, plainto_tsquery('simple', ?), 'StartSel=[, StopSel=], MaxWords=24, MinWords=8, MaxFragments=2, FragmentDelimiter=\" … \"')",
+                            "ts_headline('simple', messages.text, plainto_tsquery('simple', $1), 'StartSel=[, StopSel=], MaxWords=24, MinWords=8, MaxFragments=2, FragmentDelimiter=\" … \"')",
                             [query],
                         ),
                         Alias::new("snippet"),
                     )
                     .and_where(Expr::cust_with_values(
-                        "messages.text_tsv @@ plainto_tsquery('simple', ?)",
+                        "messages.text_tsv @@ plainto_tsquery('simple', $1)",
                         [query],
                     ));
             }
