@@ -70,7 +70,16 @@ pub async fn read_screen(
                 Next::Skipped { .. } => {
                     eval_at.get_or_insert_with(|| Instant::now() + EVAL_DELAY);
                 }
-                Next::Exited(_) => break,
+                Next::Exited(_) => {
+                    // The last output (e.g. "No conversation found") counts at once.
+                    if eval_at.is_some() {
+                        let verdict = judge(&profile, parser.screen());
+                        if verdict != *verdicts.borrow() {
+                            verdicts.send_replace(verdict);
+                        }
+                    }
+                    break;
+                }
             },
             () = sleep_until(eval_at.unwrap_or(far)), if eval_at.is_some() => {
                 eval_at = None;

@@ -167,20 +167,31 @@ fn agent_env(profile: &Profile, base: Vec<(String, String)>) -> Vec<(String, Str
     env.into_iter().collect()
 }
 
-/// What a launch was, in words.
+/// What a launch was, in words, with the arguments it used.
 fn describe_launch(launch: &Launch, profile: &Profile) -> String {
+    let args = |template: &[String], id: &str| {
+        let vars = Vars {
+            session_id: id,
+            ..Vars::default()
+        };
+        template
+            .iter()
+            .map(|a| crate::agent::profile::expand(a, &vars))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     match launch {
         Launch::Start {
             session_id: Some(id),
-        } => format!("started conversation {id} ({})", profile.start_args.join(" ")),
+        } => format!("started conversation {id} with {}", args(&profile.start_args, id)),
         Launch::Start { session_id: None } => "started a new conversation".into(),
         Launch::Resume { session_id } => format!(
-            "resumed conversation {session_id} ({})",
-            profile.resume_args.join(" ")
+            "resumed conversation {session_id} with {}",
+            args(&profile.resume_args, session_id)
         ),
         Launch::ResumeLatest => format!(
-            "continued the newest conversation of the directory ({})",
-            profile.resume_latest_args.join(" ")
+            "continued the newest conversation of the directory with {}",
+            args(&profile.resume_latest_args, "")
         ),
     }
 }
