@@ -62,7 +62,13 @@ async fn a_checkpoint_is_written_per_turn_and_on_stop() {
     let worker = session.workers[0].name.clone();
     for (turn, prompt) in ["first question", "second question"].iter().enumerate() {
         send(&server, "turns", prompt).await.unwrap();
-        wait_message(&server, "turns", Role::Assistant, &format!("You said: {prompt}")).await;
+        wait_message(
+            &server,
+            "turns",
+            Role::Assistant,
+            &format!("You said: {prompt}"),
+        )
+        .await;
         let want = turn as i32 + 1;
         eventually(&format!("a TURN checkpoint with {want} turns"), || async {
             list_checkpoints(&server, &worker)
@@ -73,12 +79,24 @@ async fn a_checkpoint_is_written_per_turn_and_on_stop() {
         .await;
     }
     let listed = list_checkpoints(&server, &worker).await;
-    assert!(listed.windows(2).all(|w| w[0].version > w[1].version), "newest first");
-    assert!(listed.iter().all(|c| c.transcript_delta.is_empty()), "BASIC view by default");
+    assert!(
+        listed.windows(2).all(|w| w[0].version > w[1].version),
+        "newest first"
+    );
+    assert!(
+        listed.iter().all(|c| c.transcript_delta.is_empty()),
+        "BASIC view by default"
+    );
     let newest = &listed[0];
-    assert_eq!(newest.agent_session_id, conversation_id(&session.workers[0]));
+    assert_eq!(
+        newest.agent_session_id,
+        conversation_id(&session.workers[0])
+    );
     assert_eq!(newest.work_dir, session.work_dir);
-    assert!(newest.expire_time.unwrap().seconds - newest.create_time.unwrap().seconds >= 7 * 24 * 3600 - 1);
+    assert!(
+        newest.expire_time.unwrap().seconds - newest.create_time.unwrap().seconds
+            >= 7 * 24 * 3600 - 1
+    );
 
     // FULL: the transcript lines of that turn and the screen's tail.
     let full = checkpoints_client(&server)
@@ -90,7 +108,10 @@ async fn a_checkpoint_is_written_per_turn_and_on_stop() {
         .unwrap()
         .into_inner();
     let delta = String::from_utf8(full.transcript_delta.to_vec()).unwrap();
-    assert!(delta.contains("second question") && !delta.contains("first question"), "{delta}");
+    assert!(
+        delta.contains("second question") && !delta.contains("first question"),
+        "{delta}"
+    );
     assert!(delta.ends_with('\n'));
     assert!(!full.scrollback_tail.is_empty());
     // The deltas of all checkpoints, in order, are the transcript.
@@ -111,7 +132,11 @@ async fn a_checkpoint_is_written_per_turn_and_on_stop() {
     let stopped = stop(&server, "turns").await;
     assert_eq!(stopped.state(), State::Stopped);
     let after = list_checkpoints(&server, "sessions/turns").await;
-    assert_eq!(after[0].trigger(), pb::checkpoint::Trigger::Stop, "written before StopSession returned");
+    assert_eq!(
+        after[0].trigger(),
+        pb::checkpoint::Trigger::Stop,
+        "written before StopSession returned"
+    );
     assert_eq!(after[0].turn_count, 2);
 
     // Delete one; get it again → NOT_FOUND.
@@ -170,8 +195,16 @@ async fn a_crashed_agent_restarts_on_the_same_conversation() {
     let server = agent_server().await;
     let session = started_agent_session(&server, "crashy").await;
     let before = conversation_id(&session.workers[0]);
-    send(&server, "crashy", "remember the word zebra").await.unwrap();
-    wait_message(&server, "crashy", Role::Assistant, "You said: remember the word zebra").await;
+    send(&server, "crashy", "remember the word zebra")
+        .await
+        .unwrap();
+    wait_message(
+        &server,
+        "crashy",
+        Role::Assistant,
+        "You said: remember the word zebra",
+    )
+    .await;
 
     send(&server, "crashy", "crash").await.unwrap();
     eventually("the agent restarted", || async {
@@ -181,7 +214,11 @@ async fn a_crashed_agent_restarts_on_the_same_conversation() {
     .await;
     let session = server.get_session("crashy").await;
     assert_eq!(session.state(), State::Active);
-    assert_eq!(conversation_id(&session.workers[0]), before, "same conversation id");
+    assert_eq!(
+        conversation_id(&session.workers[0]),
+        before,
+        "same conversation id"
+    );
     let crash = list_checkpoints(&server, "sessions/crashy")
         .await
         .into_iter()
@@ -190,18 +227,27 @@ async fn a_crashed_agent_restarts_on_the_same_conversation() {
     assert_eq!(crash.agent_session_id, before);
 
     // The agent was resumed with its conversation (the fake says so on screen).
-    let mut client = server
-        .attach(&session.workers[0].name, None, None)
-        .await;
+    let mut client = server.attach(&session.workers[0].name, None, None).await;
     client.expect("resumed with 1 turns").await;
     wait_activity(&server, "crashy", Activity::Idle).await;
     send(&server, "crashy", "what was the word").await.unwrap();
-    wait_message(&server, "crashy", Role::Assistant, "You said: what was the word").await;
-    let transcript = std::fs::read_to_string(transcript_path(&server, &session.work_dir, &before)).unwrap();
+    wait_message(
+        &server,
+        "crashy",
+        Role::Assistant,
+        "You said: what was the word",
+    )
+    .await;
+    let transcript =
+        std::fs::read_to_string(transcript_path(&server, &session.work_dir, &before)).unwrap();
     for text in ["remember the word zebra", "crash", "what was the word"] {
         assert!(transcript.contains(text), "{text} in the transcript");
     }
-    let texts: Vec<String> = messages(&server, "crashy").await.into_iter().map(|m| m.text).collect();
+    let texts: Vec<String> = messages(&server, "crashy")
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
     assert_eq!(
         texts,
         vec![
@@ -235,7 +281,8 @@ async fn the_third_crash_in_a_row_moves_the_session_to_error() {
     .await;
     let session = server.get_session("fragile").await;
     assert!(
-        session.last_error.contains("crashed 3 times in a row") && session.last_error.contains("code 3"),
+        session.last_error.contains("crashed 3 times in a row")
+            && session.last_error.contains("code 3"),
         "{}",
         session.last_error
     );
@@ -252,13 +299,21 @@ async fn resume_from_checkpoint_restores_a_deleted_transcript() {
     let session = started_agent_session(&server, "restore").await;
     let id = conversation_id(&session.workers[0]);
     send(&server, "restore", "write it down").await.unwrap();
-    wait_message(&server, "restore", Role::Assistant, "You said: write it down").await;
+    wait_message(
+        &server,
+        "restore",
+        Role::Assistant,
+        "You said: write it down",
+    )
+    .await;
     stop(&server, "restore").await;
     let path = transcript_path(&server, &session.work_dir, &id);
     let original = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
 
-    let newest = list_checkpoints(&server, "sessions/restore").await.remove(0);
+    let newest = list_checkpoints(&server, "sessions/restore")
+        .await
+        .remove(0);
     let resumed = checkpoints_client(&server)
         .resume_from_checkpoint(pb::ResumeFromCheckpointRequest {
             name: newest.name.clone(),
@@ -267,9 +322,22 @@ async fn resume_from_checkpoint_restores_a_deleted_transcript() {
         .unwrap()
         .into_inner();
     assert_eq!(resumed.session, session.name);
-    assert!(resumed.description.contains("restored from checkpoint"), "{}", resumed.description);
-    assert!(resumed.description.contains(&format!("resumed conversation {id}")), "{}", resumed.description);
-    assert_eq!(std::fs::read(&path).unwrap()[..original.len()], original[..]);
+    assert!(
+        resumed.description.contains("restored from checkpoint"),
+        "{}",
+        resumed.description
+    );
+    assert!(
+        resumed
+            .description
+            .contains(&format!("resumed conversation {id}")),
+        "{}",
+        resumed.description
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap()[..original.len()],
+        original[..]
+    );
     let session = server.get_session("restore").await;
     assert_eq!(session.state(), State::Active);
     assert_eq!(conversation_id(&session.workers[0]), id);
@@ -325,11 +393,19 @@ async fn a_failed_resume_falls_back_to_a_new_conversation() {
     let second = conversation_id(&worker);
     assert_ne!(second, first, "a new conversation");
     let store = server.server.as_ref().unwrap().manager().store();
-    let events = store.events_after(0, Some(&resumed.id), 1000).await.unwrap();
+    let events = store
+        .events_after(0, Some(&resumed.id), 1000)
+        .await
+        .unwrap();
     let reasons: Vec<String> = events
         .iter()
         .filter(|e| e.kind == "WORKER_STARTED")
-        .map(|e| serde_json::from_str::<serde_json::Value>(&e.payload).unwrap()["reason"].as_str().unwrap_or_default().to_owned())
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.payload).unwrap()["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     let fallback = reasons.last().unwrap();
     assert!(
@@ -347,7 +423,8 @@ async fn a_failed_resume_falls_back_to_a_new_conversation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_checkpoints_are_deleted_once() {
     let clock = corral_server::clock::ManualClock::new(1_800_000_000_000_000);
-    let server = TestServer::start_with(|config| use_fake_claude(config, ""), Some(clock.clone())).await;
+    let server =
+        TestServer::start_with(|config| use_fake_claude(config, ""), Some(clock.clone())).await;
     started_agent_session(&server, "old").await;
     send(&server, "old", "keep this").await.unwrap();
     wait_message(&server, "old", Role::Assistant, "You said: keep this").await;
@@ -357,10 +434,18 @@ async fn expired_checkpoints_are_deleted_once() {
     let store = server.server.as_ref().unwrap().manager().store();
     use corral_server::clock::Clock;
     let now = clock.now();
-    assert_eq!(store.expire_checkpoints(now).await.unwrap(), 0, "nothing expired yet");
+    assert_eq!(
+        store.expire_checkpoints(now).await.unwrap(),
+        0,
+        "nothing expired yet"
+    );
     clock.advance(Duration::from_secs(7 * 24 * 3600 + 1));
     assert_eq!(store.expire_checkpoints(clock.now()).await.unwrap(), count);
-    assert_eq!(store.expire_checkpoints(clock.now()).await.unwrap(), 0, "idempotent");
+    assert_eq!(
+        store.expire_checkpoints(clock.now()).await.unwrap(),
+        0,
+        "idempotent"
+    );
     assert!(list_checkpoints(&server, "sessions/old").await.is_empty());
     server.stop().await;
 }

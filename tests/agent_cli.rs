@@ -61,7 +61,10 @@ fn stdout(output: &Output) -> String {
 async fn cli_drives_an_agent_conversation() {
     let server = agent_server().await;
     let profiles = stdout(&corral(&server, &["profiles"]).await);
-    assert!(profiles.contains("claude") && profiles.contains("claude-jsonl"), "{profiles}");
+    assert!(
+        profiles.contains("claude") && profiles.contains("claude-jsonl"),
+        "{profiles}"
+    );
 
     let work_dir = server.work_dir("cli");
     let created = corral(
@@ -84,12 +87,23 @@ async fn cli_drives_an_agent_conversation() {
 
     let sent = stdout(&corral(&server, &["send", "cli", "tell me about marmalade"]).await);
     assert!(sent.contains("sent message #1"), "{sent}");
-    wait_message(&server, "cli", Role::Assistant, "You said: tell me about marmalade").await;
+    wait_message(
+        &server,
+        "cli",
+        Role::Assistant,
+        "You said: tell me about marmalade",
+    )
+    .await;
 
     let listed = stdout(&corral(&server, &["messages", "cli"]).await);
-    assert!(listed.contains("tell me about marmalade") && listed.contains("You said:"), "{listed}");
-    let json: serde_json::Value =
-        serde_json::from_str(&stdout(&corral(&server, &["-o", "json", "messages", "cli"]).await)).unwrap();
+    assert!(
+        listed.contains("tell me about marmalade") && listed.contains("You said:"),
+        "{listed}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(
+        &corral(&server, &["-o", "json", "messages", "cli"]).await,
+    ))
+    .unwrap();
     assert_eq!(json["messages"].as_array().unwrap().len(), 2, "{json}");
     assert_eq!(json["messages"][1]["role"], "ASSISTANT");
 
@@ -99,14 +113,25 @@ async fn cli_drives_an_agent_conversation() {
     let file = server.dir.path().join("cli.csv");
     let exported = corral(
         &server,
-        &["export", "cli", "--format", "csv", "-f", file.to_str().unwrap()],
+        &[
+            "export",
+            "cli",
+            "--format",
+            "csv",
+            "-f",
+            file.to_str().unwrap(),
+        ],
     )
     .await;
     stdout(&exported);
     let mut reader = csv::Reader::from_path(&file).unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), 2);
-    assert!(rows[0].iter().any(|field| field == "tell me about marmalade"));
+    assert!(
+        rows[0]
+            .iter()
+            .any(|field| field == "tell me about marmalade")
+    );
 
     let checkpoints = stdout(&corral(&server, &["checkpoint", "list", "cli"]).await);
     assert!(checkpoints.contains("TURN"), "{checkpoints}");

@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::agent::{
-    agent, agent_server, create_agent_session, expect_activity, messages, send, start_agent_session,
-    started_agent_session, transcript_path, use_fake_claude, wait_message,
-};
 use common::TestServer;
+use common::agent::{
+    agent, agent_server, create_agent_session, expect_activity, messages, send,
+    start_agent_session, started_agent_session, transcript_path, use_fake_claude, wait_message,
+};
 use corral::pb;
 use corral::pb::message::{Origin, Role};
 use corral::pb::session::State;
@@ -68,7 +68,11 @@ async fn agent_specs_are_checked_against_the_profile() {
     .await
     .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
-    assert!(unknown.message().contains("choose one of: aider, claude"), "{}", unknown.message());
+    assert!(
+        unknown.message().contains("choose one of: aider, claude"),
+        "{}",
+        unknown.message()
+    );
     let arbitrary = create(pb::AgentSpec {
         profile: "claude".into(),
         extra_args: vec!["--continue".into()],
@@ -77,7 +81,13 @@ async fn agent_specs_are_checked_against_the_profile() {
     .await
     .unwrap_err();
     assert_eq!(arbitrary.code(), tonic::Code::InvalidArgument);
-    assert!(arbitrary.message().contains("\"--continue\" is not allowed"), "{}", arbitrary.message());
+    assert!(
+        arbitrary
+            .message()
+            .contains("\"--continue\" is not allowed"),
+        "{}",
+        arbitrary.message()
+    );
     let fine = create(pb::AgentSpec {
         profile: "claude".into(),
         model: "opus".into(),
@@ -100,7 +110,11 @@ async fn missing_agent_binary_is_an_error_naming_profile_and_command() {
         |config| {
             use_fake_claude(config, "");
             let path = config.profiles.clone().unwrap();
-            std::fs::write(&path, "[profiles.claude]\ncommand = \"claude-not-installed-here\"\n").unwrap();
+            std::fs::write(
+                &path,
+                "[profiles.claude]\ncommand = \"claude-not-installed-here\"\n",
+            )
+            .unwrap();
         },
         None,
     )
@@ -110,7 +124,9 @@ async fn missing_agent_binary_is_an_error_naming_profile_and_command() {
     assert_eq!(session.state(), State::Error);
     assert!(
         session.last_error.contains("agent profile \"claude\"")
-            && session.last_error.contains("\"claude-not-installed-here\" not found in PATH"),
+            && session
+                .last_error
+                .contains("\"claude-not-installed-here\" not found in PATH"),
         "{}",
         session.last_error
     );
@@ -146,7 +162,10 @@ async fn conversation_is_read_from_the_transcript_and_counted() {
     // The prompt is one message, not two: the transcript's copy claimed it.
     let all = messages(&server, "chat").await;
     assert_eq!(all.len(), 2, "{all:?}");
-    assert_eq!((all[0].role(), all[0].text.as_str()), (Role::User, "hello there"));
+    assert_eq!(
+        (all[0].role(), all[0].text.as_str()),
+        (Role::User, "hello there")
+    );
     assert_eq!(all[1].role(), Role::Assistant);
     assert_eq!(all[1].origin(), Origin::Transcript);
     assert_eq!(all[1].sequence, 2);
@@ -156,7 +175,11 @@ async fn conversation_is_read_from_the_transcript_and_counted() {
     wait_message(&server, "chat", Role::Assistant, "You said: and again").await;
     let session = server.get_session("chat").await;
     assert_eq!(
-        (session.message_count, session.user_messages, session.assistant_messages),
+        (
+            session.message_count,
+            session.user_messages,
+            session.assistant_messages
+        ),
         (4, 2, 2)
     );
     // Paginated.
@@ -194,10 +217,21 @@ async fn send_is_refused_unless_the_session_is_active() {
     let server = agent_server().await;
     create_agent_session(&server, "quiet", "claude").await;
     let refused = |status: tonic::Status, state: &str| {
-        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{state}: {status:?}");
-        assert!(status.message().contains(state), "{state}: {}", status.message());
+        assert_eq!(
+            status.code(),
+            tonic::Code::FailedPrecondition,
+            "{state}: {status:?}"
+        );
+        assert!(
+            status.message().contains(state),
+            "{state}: {}",
+            status.message()
+        );
     };
-    refused(send(&server, "quiet", "too early").await.unwrap_err(), "CREATED");
+    refused(
+        send(&server, "quiet", "too early").await.unwrap_err(),
+        "CREATED",
+    );
     start_agent_session(&server, "quiet").await;
 
     server
@@ -209,7 +243,10 @@ async fn send_is_refused_unless_the_session_is_active() {
         })
         .await
         .unwrap();
-    refused(send(&server, "quiet", "while paused").await.unwrap_err(), "PAUSED");
+    refused(
+        send(&server, "quiet", "while paused").await.unwrap_err(),
+        "PAUSED",
+    );
     server
         .sessions
         .clone()
@@ -219,7 +256,10 @@ async fn send_is_refused_unless_the_session_is_active() {
         })
         .await
         .unwrap();
-    refused(send(&server, "quiet", "after stop").await.unwrap_err(), "STOPPED");
+    refused(
+        send(&server, "quiet", "after stop").await.unwrap_err(),
+        "STOPPED",
+    );
     server
         .sessions
         .clone()
@@ -229,8 +269,14 @@ async fn send_is_refused_unless_the_session_is_active() {
         })
         .await
         .unwrap();
-    refused(send(&server, "quiet", "archived").await.unwrap_err(), "ARCHIVED");
-    assert!(messages(&server, "quiet").await.is_empty(), "nothing was recorded");
+    refused(
+        send(&server, "quiet", "archived").await.unwrap_err(),
+        "ARCHIVED",
+    );
+    assert!(
+        messages(&server, "quiet").await.is_empty(),
+        "nothing was recorded"
+    );
 
     let empty = send(&server, "quiet", "   ").await.unwrap_err();
     assert_eq!(empty.code(), tonic::Code::InvalidArgument);
@@ -246,23 +292,41 @@ async fn activity_goes_working_then_waiting_for_input_then_idle() {
         .attach(&worker, Some((30, 100)), Some(pb::replay::Mode::None(true)))
         .await;
     // "hold": the fake keeps working until it gets a "g" key.
-    send(&server, "busy", "hold ask for permission").await.unwrap();
+    send(&server, "busy", "hold ask for permission")
+        .await
+        .unwrap();
     let working = expect_activity(&mut client, Activity::Working).await;
     let evidence = working.activity_evidence.unwrap();
-    assert_eq!((evidence.rule.as_str(), evidence.source.as_str()), ("claude/spinner", "screen"));
-    assert!(evidence.matched_text.contains("esc to interrupt"), "{}", evidence.matched_text);
+    assert_eq!(
+        (evidence.rule.as_str(), evidence.source.as_str()),
+        ("claude/spinner", "screen")
+    );
+    assert!(
+        evidence.matched_text.contains("esc to interrupt"),
+        "{}",
+        evidence.matched_text
+    );
     assert_eq!(agent(&server, "busy").await.activity(), Activity::Working);
 
     client.input(b"g").await;
     let waiting = expect_activity(&mut client, Activity::WaitingForInput).await;
-    assert_eq!(waiting.activity_evidence.unwrap().rule, "claude/permission-prompt");
+    assert_eq!(
+        waiting.activity_evidence.unwrap().rule,
+        "claude/permission-prompt"
+    );
     let stored = agent(&server, "busy").await;
     assert_eq!(stored.activity(), Activity::WaitingForInput);
     assert!(stored.activity_evidence.unwrap().time.is_some());
 
     client.input(b"1").await;
     expect_activity(&mut client, Activity::Idle).await;
-    wait_message(&server, "busy", Role::Assistant, "You said: hold ask for permission").await;
+    wait_message(
+        &server,
+        "busy",
+        Role::Assistant,
+        "You said: hold ask for permission",
+    )
+    .await;
     let all = messages(&server, "busy").await;
     let tools: Vec<&pb::Message> = all.iter().filter(|m| m.role() == Role::Tool).collect();
     assert_eq!(tools.len(), 2, "the Bash call and its result: {all:?}");
@@ -282,12 +346,23 @@ async fn activity_goes_working_then_waiting_for_input_then_idle() {
     let changes: Vec<String> = events
         .iter()
         .filter(|e| e.kind == "ACTIVITY_CHANGED")
-        .map(|e| serde_json::from_str::<serde_json::Value>(&e.payload).unwrap()["to"].as_str().unwrap().to_owned())
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.payload).unwrap()["to"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     let position = |activity: &str| changes.iter().position(|c| c == activity);
-    let (working, waiting) = (position("WORKING").unwrap(), position("WAITING_FOR_INPUT").unwrap());
+    let (working, waiting) = (
+        position("WORKING").unwrap(),
+        position("WAITING_FOR_INPUT").unwrap(),
+    );
     assert!(working < waiting, "{changes:?}");
-    assert!(changes[waiting..].contains(&"IDLE".to_string()), "{changes:?}");
+    assert!(
+        changes[waiting..].contains(&"IDLE".to_string()),
+        "{changes:?}"
+    );
     server.stop().await;
 }
 
@@ -304,13 +379,19 @@ async fn export_in_json_csv_and_markdown_parses_back_even_when_archived() {
         match call {
             "stop" => {
                 sessions
-                    .stop_session(pb::StopSessionRequest { name, ..Default::default() })
+                    .stop_session(pb::StopSessionRequest {
+                        name,
+                        ..Default::default()
+                    })
                     .await
                     .unwrap();
             }
             _ => {
                 sessions
-                    .archive_session(pb::ArchiveSessionRequest { name, ..Default::default() })
+                    .archive_session(pb::ArchiveSessionRequest {
+                        name,
+                        ..Default::default()
+                    })
                     .await
                     .unwrap();
             }
@@ -342,7 +423,10 @@ async fn export_in_json_csv_and_markdown_parses_back_even_when_archived() {
     use pb::export_session_request::Format;
 
     let ((content_type, filename), json) = export(Format::Json).await;
-    assert_eq!((content_type.as_str(), filename.as_str()), ("application/json", "doc.json"));
+    assert_eq!(
+        (content_type.as_str(), filename.as_str()),
+        ("application/json", "doc.json")
+    );
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["session"]["display_name"], "doc");
     assert_eq!(doc["session"]["state"], "ARCHIVED");
@@ -361,7 +445,13 @@ async fn export_in_json_csv_and_markdown_parses_back_even_when_archived() {
     assert_eq!(&rows[0][text_column], tricky);
     assert_eq!(&rows[0][role_column], "USER");
     assert_eq!(&rows[1][text_column], format!("You said: {tricky}"));
-    assert_eq!(&rows[1][headers.iter().position(|h| h == "session_display_name").unwrap()], "doc");
+    assert_eq!(
+        &rows[1][headers
+            .iter()
+            .position(|h| h == "session_display_name")
+            .unwrap()],
+        "doc"
+    );
 
     let ((content_type, filename), markdown) = export(Format::Markdown).await;
     assert!(content_type.starts_with("text/markdown"));
@@ -379,8 +469,7 @@ async fn export_in_json_csv_and_markdown_parses_back_even_when_archived() {
             format: 0,
         })
         .await
-        .err()
-        .expect("a format is required");
+        .expect_err("a format is required");
     assert_eq!(missing.code(), tonic::Code::InvalidArgument);
     server.stop().await;
 }
@@ -390,8 +479,12 @@ async fn search_finds_a_word_in_one_session_and_not_the_others() {
     let server = agent_server().await;
     started_agent_session(&server, "breakfast").await;
     started_agent_session(&server, "dinner").await;
-    send(&server, "breakfast", "how do I flip a pancake").await.unwrap();
-    send(&server, "dinner", "how do I roast a chicken").await.unwrap();
+    send(&server, "breakfast", "how do I flip a pancake")
+        .await
+        .unwrap();
+    send(&server, "dinner", "how do I roast a chicken")
+        .await
+        .unwrap();
     wait_message(&server, "breakfast", Role::Assistant, "pancake").await;
     wait_message(&server, "dinner", Role::Assistant, "chicken").await;
     let search = |query: &str, filter: &str| {
@@ -407,16 +500,34 @@ async fn search_finds_a_word_in_one_session_and_not_the_others() {
     let found = search("PANCAKE", "").await.unwrap().into_inner().results;
     assert_eq!(found.len(), 2, "the prompt and the reply: {found:?}");
     assert!(found.iter().all(|r| r.session == breakfast.name));
-    assert!(found.iter().all(|r| r.snippet.contains("[pancake]")), "{found:?}");
+    assert!(
+        found.iter().all(|r| r.snippet.contains("[pancake]")),
+        "{found:?}"
+    );
     let both = search("how do I", "").await.unwrap().into_inner().results;
     assert_eq!(both.len(), 4);
-    let every_word = search("flip chicken", "").await.unwrap().into_inner().results;
+    let every_word = search("flip chicken", "")
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
     assert!(every_word.is_empty(), "every word must match");
-    let filtered = search("how", "display_name = \"dinner\"").await.unwrap().into_inner().results;
+    let filtered = search("how", "display_name = \"dinner\"")
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
     assert!(!filtered.is_empty() && filtered.iter().all(|r| r.session != breakfast.name));
-    let operators = search("pancake OR \"(", "").await.unwrap().into_inner().results;
+    let operators = search("pancake OR \"(", "")
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
     assert!(operators.is_empty(), "query syntax is plain words");
-    assert_eq!(search("  ", "").await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        search("  ", "").await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
     assert_eq!(
         search("x", "state = NOPE").await.unwrap_err().code(),
         tonic::Code::InvalidArgument

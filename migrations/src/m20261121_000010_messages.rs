@@ -99,7 +99,8 @@ impl MigrationTrait for Migration {
             db.execute_unprepared("DROP TABLE IF EXISTS messages_fts")
                 .await?;
         }
-        db.execute_unprepared("DROP TABLE IF EXISTS messages").await?;
+        db.execute_unprepared("DROP TABLE IF EXISTS messages")
+            .await?;
         Ok(())
     }
 }

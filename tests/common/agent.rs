@@ -97,7 +97,11 @@ pub async fn start_agent_session(server: &TestServer, name: &str) -> pb::Session
 }
 
 /// Sends a prompt.
-pub async fn send(server: &TestServer, name: &str, text: &str) -> Result<pb::Message, tonic::Status> {
+pub async fn send(
+    server: &TestServer,
+    name: &str,
+    text: &str,
+) -> Result<pb::Message, tonic::Status> {
     server
         .sessions
         .clone()
@@ -136,12 +140,15 @@ pub async fn messages(server: &TestServer, name: &str) -> Vec<pb::Message> {
 
 /// Waits until the session has a message with `role` whose text contains `text`.
 pub async fn wait_message(server: &TestServer, name: &str, role: pb::message::Role, text: &str) {
-    eventually(&format!("a {role:?} message containing {text:?}"), || async {
-        messages(server, name)
-            .await
-            .iter()
-            .any(|m| m.role() == role && m.text.contains(text))
-    })
+    eventually(
+        &format!("a {role:?} message containing {text:?}"),
+        || async {
+            messages(server, name)
+                .await
+                .iter()
+                .any(|m| m.role() == role && m.text.contains(text))
+        },
+    )
     .await;
 }
 
@@ -166,7 +173,10 @@ pub async fn wait_activity(server: &TestServer, name: &str, activity: pb::worker
 
 /// Reads an attach stream until an `update` frame with `activity` arrives;
 /// returns it.
-pub async fn expect_activity(client: &mut Client, activity: pb::worker::Activity) -> pb::WorkerUpdate {
+pub async fn expect_activity(
+    client: &mut Client,
+    activity: pb::worker::Activity,
+) -> pb::WorkerUpdate {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut seen = 0;
     loop {
@@ -180,7 +190,10 @@ pub async fn expect_activity(client: &mut Client, activity: pb::worker::Activity
         seen = client.frames.len();
         match tokio::time::timeout_at(deadline, client.pump()).await {
             Ok(true) => {}
-            Ok(false) => panic!("stream ended before activity {activity:?}; frames: {:?}", client.frames),
+            Ok(false) => panic!(
+                "stream ended before activity {activity:?}; frames: {:?}",
+                client.frames
+            ),
             Err(_) => panic!(
                 "no {activity:?} update within {PATIENCE:?}; frames: {:?}\nscreen output:\n{}",
                 client.frames,

@@ -263,7 +263,13 @@ pub fn combine(
 mod tests {
     use super::*;
 
-    fn rule(name: &str, activity: Activity, region: &str, pattern: &str, priority: i32) -> ScreenRule {
+    fn rule(
+        name: &str,
+        activity: Activity,
+        region: &str,
+        pattern: &str,
+        priority: i32,
+    ) -> ScreenRule {
         ScreenRule {
             name: name.into(),
             activity,
@@ -296,8 +302,20 @@ mod tests {
     fn highest_priority_match_wins() {
         let rules = vec![
             rule("prompt", Activity::Idle, "bottom:3", r"^>", 10),
-            rule("ask", Activity::WaitingForInput, "screen", r"Do you want to proceed\?", 30),
-            rule("spin", Activity::Working, "bottom:3", r"esc to interrupt", 20),
+            rule(
+                "ask",
+                Activity::WaitingForInput,
+                "screen",
+                r"Do you want to proceed\?",
+                30,
+            ),
+            rule(
+                "spin",
+                Activity::Working,
+                "bottom:3",
+                r"esc to interrupt",
+                20,
+            ),
         ];
         let rows = screen(
             b"Bash(rm -rf build)\r\nDo you want to proceed?\r\n\x1b[5;1H> ",
@@ -315,7 +333,13 @@ mod tests {
         // The spinner line is drawn, then erased (CR + EL) and replaced by the
         // prompt: the bytes still contain "esc to interrupt", the screen does not.
         let rules = vec![
-            rule("spin", Activity::Working, "bottom:2", r"esc to interrupt", 20),
+            rule(
+                "spin",
+                Activity::Working,
+                "bottom:2",
+                r"esc to interrupt",
+                20,
+            ),
             rule("prompt", Activity::Idle, "bottom:2", r"(?m)^> ?$", 10),
         ];
         let rows = screen(b"\x1b[4;1H* Working (esc to interrupt)\r\x1b[2K> ", 4, 40);

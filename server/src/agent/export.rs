@@ -344,7 +344,10 @@ mod tests {
 
     #[test]
     fn json_parses_back() {
-        let messages = [message(1, "USER", "say \"hi\"\nplease"), message(2, "ASSISTANT", "hi")];
+        let messages = [
+            message(1, "USER", "say \"hi\"\nplease"),
+            message(2, "ASSISTANT", "hi"),
+        ];
         let doc: Value = serde_json::from_str(&render(Format::Json, &messages)).unwrap();
         assert_eq!(doc["session"]["display_name"], "demo");
         assert_eq!(doc["messages"][0]["text"], "say \"hi\"\nplease");
@@ -356,7 +359,15 @@ mod tests {
     #[test]
     fn csv_quotes_commas_quotes_and_newlines() {
         assert_eq!(
-            csv_row(["a".to_string(), "b,c".into(), "say \"x\"".into(), "l1\nl2".into()].into_iter()),
+            csv_row(
+                [
+                    "a".to_string(),
+                    "b,c".into(),
+                    "say \"x\"".into(),
+                    "l1\nl2".into()
+                ]
+                .into_iter()
+            ),
             "a,\"b,c\",\"say \"\"x\"\"\",\"l1\nl2\"\r\n"
         );
         let text = render(Format::Csv, &[message(1, "USER", "a, \"b\"\r\nc")]);

@@ -324,9 +324,7 @@ impl Profile {
             .resume_failure_patterns
             .unwrap_or_default()
             .iter()
-            .map(|p| {
-                Regex::new(p).map_err(|e| at(&format!("resume_failure_patterns {p:?}: {e}")))
-            })
+            .map(|p| Regex::new(p).map_err(|e| at(&format!("resume_failure_patterns {p:?}: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let transcript = match raw.transcript {
             None => None,
@@ -527,7 +525,13 @@ impl Profile {
     /// The argv of a launch: the program, then (with `mode_args_first`) the
     /// start/resume arguments, the profile's arguments, the model's, the client's
     /// extra arguments, then (otherwise) the start/resume arguments.
-    pub fn argv(&self, launch: &Launch, model: &str, extra_args: &[String], vars: &Vars<'_>) -> Vec<String> {
+    pub fn argv(
+        &self,
+        launch: &Launch,
+        model: &str,
+        extra_args: &[String],
+        vars: &Vars<'_>,
+    ) -> Vec<String> {
         let session_id = match launch {
             Launch::Start { session_id } => session_id.as_deref().unwrap_or(""),
             Launch::Resume { session_id } => session_id,
@@ -539,7 +543,9 @@ impl Profile {
             ..vars.clone()
         };
         let mode: &[String] = match launch {
-            Launch::Start { session_id: Some(_) } => &self.start_args,
+            Launch::Start {
+                session_id: Some(_),
+            } => &self.start_args,
             Launch::Start { session_id: None } => &[],
             Launch::Resume { .. } => &self.resume_args,
             Launch::ResumeLatest => &self.resume_latest_args,
@@ -590,17 +596,17 @@ impl Profiles {
     /// The built-in profiles with the file at `path` (TOML, `[profiles.<name>]`
     /// tables) merged over them. Errors say which file, profile and field.
     pub fn load(path: Option<&Path>) -> Result<Profiles, String> {
-        let overrides = match path {
-            None => None,
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                format!("cannot read the profiles file {}: {e}", path.display())
-            })?),
-        };
-        Profiles::from_sources(overrides.as_deref())
-            .map_err(|e| match path {
-                Some(path) => format!("{}: {e}", path.display()),
-                None => e,
-            })
+        let overrides =
+            match path {
+                None => None,
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                    format!("cannot read the profiles file {}: {e}", path.display())
+                })?),
+            };
+        Profiles::from_sources(overrides.as_deref()).map_err(|e| match path {
+            Some(path) => format!("{}: {e}", path.display()),
+            None => e,
+        })
     }
 
     /// Built-ins plus `overrides` (the text of a profiles file).
@@ -696,7 +702,15 @@ mod tests {
         );
         assert_eq!(
             start,
-            vec!["claude", "--model", "opus", "--permission-mode", "plan", "--session-id", &id]
+            vec![
+                "claude",
+                "--model",
+                "opus",
+                "--permission-mode",
+                "plan",
+                "--session-id",
+                &id
+            ]
         );
         let resume = claude.argv(
             &Launch::Resume {
@@ -732,14 +746,21 @@ mod tests {
     fn extra_args_must_be_allowed() {
         let profiles = Profiles::builtin();
         let claude = profiles.get("claude").unwrap();
-        assert!(claude
-            .check_extra_args(&["--permission-mode=acceptEdits".into(), "--verbose".into()])
-            .is_ok());
-        assert!(claude
-            .check_extra_args(&["--add-dir".into(), "/tmp/x".into()])
-            .is_ok());
+        assert!(
+            claude
+                .check_extra_args(&["--permission-mode=acceptEdits".into(), "--verbose".into()])
+                .is_ok()
+        );
+        assert!(
+            claude
+                .check_extra_args(&["--add-dir".into(), "/tmp/x".into()])
+                .is_ok()
+        );
         let err = claude.check_extra_args(&["--continue".into()]).unwrap_err();
-        assert!(err.contains("not allowed") && err.contains("--permission-mode"), "{err}");
+        assert!(
+            err.contains("not allowed") && err.contains("--permission-mode"),
+            "{err}"
+        );
         let err = claude
             .check_extra_args(&["--permission-mode".into(), "yolo".into()])
             .unwrap_err();
@@ -752,14 +773,18 @@ mod tests {
 
     #[test]
     fn models_are_checked() {
-        let profiles = Profiles::from_sources(Some(
-            "[profiles.claude]\nmodels = [\"opus\", \"sonnet\"]\n",
-        ))
-        .unwrap();
+        let profiles =
+            Profiles::from_sources(Some("[profiles.claude]\nmodels = [\"opus\", \"sonnet\"]\n"))
+                .unwrap();
         let claude = profiles.get("claude").unwrap();
         assert!(claude.check_model("opus").is_ok());
         assert!(claude.check_model("").is_ok());
-        assert!(claude.check_model("haiku").unwrap_err().contains("opus, sonnet"));
+        assert!(
+            claude
+                .check_model("haiku")
+                .unwrap_err()
+                .contains("opus, sonnet")
+        );
         assert!(claude.check_model("-rf").is_err());
         assert!(profiles.get("custom").unwrap().check_model("x").is_err());
     }
@@ -788,8 +813,14 @@ resume_args = ["--thread", "{session_id}"]
     fn bad_profiles_are_refused_with_the_reason() {
         for (text, want) in [
             ("[profiles.x]\nargs = []\n", "`command` is required"),
-            ("[profiles.x]\ncommand = \"a\"\nresume_args = [\"--resume\"]\n", "{session_id}"),
-            ("[profiles.x]\ncommand = \"a\"\nargs = [\"{nope}\"]\n", "unknown placeholder"),
+            (
+                "[profiles.x]\ncommand = \"a\"\nresume_args = [\"--resume\"]\n",
+                "{session_id}",
+            ),
+            (
+                "[profiles.x]\ncommand = \"a\"\nargs = [\"{nope}\"]\n",
+                "unknown placeholder",
+            ),
             ("[profiles.x]\ncommand = \"a\"\nbogus = 1\n", "bogus"),
             (
                 "[profiles.x]\ncommand = \"a\"\n[[profiles.x.screen_rules]]\nname = \"r\"\nactivity = \"IDLE\"\nregion = \"screen\"\npattern = \"(\"\npriority = 1\n",
@@ -807,7 +838,14 @@ resume_args = ["--thread", "{session_id}"]
         assert_eq!(cwd_slug("/tmp/.tmpAbC/work"), "-tmp--tmpAbC-work");
         assert_eq!(cwd_slug(&"/a".repeat(150)).len(), 200);
         let profiles = Profiles::builtin();
-        let dir = profiles.get("claude").unwrap().transcript_dir(&vars()).unwrap();
-        assert_eq!(dir, PathBuf::from("/home/me/.claude/projects/-srv-my-app-v2"));
+        let dir = profiles
+            .get("claude")
+            .unwrap()
+            .transcript_dir(&vars())
+            .unwrap();
+        assert_eq!(
+            dir,
+            PathBuf::from("/home/me/.claude/projects/-srv-my-app-v2")
+        );
     }
 }

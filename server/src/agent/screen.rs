@@ -118,8 +118,13 @@ pub fn judge(profile: &Profile, screen: &vt100::Screen) -> ScreenVerdict {
         profile.resume_failure_patterns.iter().find_map(|pattern| {
             pattern.find(&text).map(|m| {
                 let start = text[..m.start()].rfind('\n').map_or(0, |i| i + 1);
-                let end = text[m.start()..].find('\n').map_or(text.len(), |i| m.start() + i);
-                truncate(text[start..end].trim(), super::activity::MAX_MATCHED_TEXT_BYTES)
+                let end = text[m.start()..]
+                    .find('\n')
+                    .map_or(text.len(), |i| m.start() + i);
+                truncate(
+                    text[start..end].trim(),
+                    super::activity::MAX_MATCHED_TEXT_BYTES,
+                )
             })
         })
     };
@@ -162,7 +167,10 @@ mod tests {
             "\x1b[2J\x1b[18;1H● Done.\r\n\r\n╭──────────────╮\r\n│ >            │\r\n╰──────────────╯\r\n  ? for shortcuts"
                 .as_bytes(),
         );
-        assert_eq!(judge(&claude, idle.screen()).found.unwrap().activity, Activity::Idle);
+        assert_eq!(
+            judge(&claude, idle.screen()).found.unwrap().activity,
+            Activity::Idle
+        );
         let missing = screen_of(b"No conversation found with session ID: 1234\r\n");
         assert_eq!(
             judge(&claude, missing.screen()).failure.as_deref(),

@@ -83,7 +83,10 @@ impl Tail {
             .unwrap_or(MAX_READ_BYTES)
             .min(MAX_READ_BYTES);
         let mut buffer = Vec::with_capacity(want);
-        (&mut file).take(want as u64).read_to_end(&mut buffer).await?;
+        (&mut file)
+            .take(want as u64)
+            .read_to_end(&mut buffer)
+            .await?;
         Ok(self.feed(&buffer))
     }
 

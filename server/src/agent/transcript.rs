@@ -221,7 +221,8 @@ impl TranscriptParser {
                             if let Some(id) = block.get("id").and_then(Value::as_str) {
                                 self.remember_tool(id, &name);
                             }
-                            let input = block.get("input").map(Value::to_string).unwrap_or_default();
+                            let input =
+                                block.get("input").map(Value::to_string).unwrap_or_default();
                             out.push(Role::Tool, &input, &name);
                         }
                         _ => {}
@@ -476,13 +477,12 @@ const UUID_PATTERN: &str =
 /// Files under `dir` (and its subdirectories, at most 4 deep, when `recursive`)
 /// whose names match `pattern`, with their modification times. Blocking: call it
 /// on the blocking pool.
-fn matching_files(dir: &Path, pattern: &regex::Regex, recursive: bool) -> Vec<(PathBuf, SystemTime)> {
-    fn walk(
-        dir: &Path,
-        pattern: &regex::Regex,
-        depth: u32,
-        out: &mut Vec<(PathBuf, SystemTime)>,
-    ) {
+fn matching_files(
+    dir: &Path,
+    pattern: &regex::Regex,
+    recursive: bool,
+) -> Vec<(PathBuf, SystemTime)> {
+    fn walk(dir: &Path, pattern: &regex::Regex, depth: u32, out: &mut Vec<(PathBuf, SystemTime)>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -518,7 +518,10 @@ pub fn locate(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<PathBuf> {
     }
     let exact = regex::Regex::new(&format!(
         "^{}$",
-        name.split('*').map(regex::escape).collect::<Vec<_>>().join(".*")
+        name.split('*')
+            .map(regex::escape)
+            .collect::<Vec<_>>()
+            .join(".*")
     ))
     .ok()?;
     let mut found = matching_files(&dir, &exact, spec.recursive);
@@ -532,7 +535,10 @@ pub fn locate(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<PathBuf> {
             }
         }
     }
-    found.into_iter().max_by_key(|(_, mtime)| *mtime).map(|(p, _)| p)
+    found
+        .into_iter()
+        .max_by_key(|(_, mtime)| *mtime)
+        .map(|(p, _)| p)
 }
 
 /// The path a new transcript of conversation `vars.session_id` gets, when the name
@@ -586,7 +592,6 @@ fn codex_cwd_is(path: &Path, cwd: &str) -> bool {
     let mut parser = TranscriptParser::new(TranscriptFormat::CodexJsonl, "");
     parser.parse_line(first.trim_ascii_end(), 0).cwd.as_deref() == Some(cwd)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -648,8 +653,15 @@ mod tests {
         let turns: Vec<_> = lines.iter().map(|l| l.turn).collect();
         assert_eq!(turns[0], Some(TurnSignal::Open));
         assert_eq!(turns[1], Some(TurnSignal::Ended), "end_turn");
-        assert_eq!(turns[3], Some(TurnSignal::Open), "tool_use continues the turn");
-        let ended = turns.iter().filter(|t| **t == Some(TurnSignal::Ended)).count();
+        assert_eq!(
+            turns[3],
+            Some(TurnSignal::Open),
+            "tool_use continues the turn"
+        );
+        let ended = turns
+            .iter()
+            .filter(|t| **t == Some(TurnSignal::Ended))
+            .count();
         assert_eq!(ended, 3);
         assert_eq!(lines[1].model.as_deref(), Some("claude-3-sonnet-20240229"));
     }
@@ -682,16 +694,24 @@ mod tests {
         let all = messages(&lines);
         assert_eq!(all.len(), 2);
         assert_eq!((all[0].role, all[0].text.as_str()), (Role::User, "hi"));
-        assert_eq!((all[1].role, all[1].text.as_str()), (Role::Assistant, "hello"));
+        assert_eq!(
+            (all[1].role, all[1].text.as_str()),
+            (Role::Assistant, "hello")
+        );
     }
 
     #[test]
     fn huge_texts_are_cut_with_a_note() {
         let big = "y".repeat(MAX_MESSAGE_TEXT_BYTES + 10);
-        let line = serde_json::json!({"type":"user","uuid":"u","message":{"content":big}}).to_string();
+        let line =
+            serde_json::json!({"type":"user","uuid":"u","message":{"content":big}}).to_string();
         let mut parser = TranscriptParser::new(TranscriptFormat::ClaudeJsonl, "t");
         let parsed = parser.parse_line(line.as_bytes(), 0);
-        assert!(parsed.messages[0].text.ends_with("10 more bytes not kept by Corral]"));
+        assert!(
+            parsed.messages[0]
+                .text
+                .ends_with("10 more bytes not kept by Corral]")
+        );
     }
 
     #[test]
@@ -706,11 +726,17 @@ mod tests {
             "{\"timestamp\":\"2025-09-01T10:00:06Z\",\"type\":\"event_msg\",\"payload\":{\"type\":\"task_complete\"}}\n",
         );
         let lines = parse_all(TranscriptFormat::CodexJsonl, text);
-        assert_eq!(lines[0].session_id.as_deref(), Some("5973b6c0-94b8-487b-a530-2aeb6098ae0e"));
+        assert_eq!(
+            lines[0].session_id.as_deref(),
+            Some("5973b6c0-94b8-487b-a530-2aeb6098ae0e")
+        );
         assert_eq!(lines[0].cwd.as_deref(), Some("/srv/app"));
         let all = messages(&lines);
         let roles: Vec<Role> = all.iter().map(|m| m.role).collect();
-        assert_eq!(roles, vec![Role::User, Role::Tool, Role::Tool, Role::Assistant]);
+        assert_eq!(
+            roles,
+            vec![Role::User, Role::Tool, Role::Tool, Role::Assistant]
+        );
         assert_eq!(all[2].tool_name, "shell");
         assert_eq!(all[2].text, "a.txt");
         assert_eq!(lines.last().unwrap().turn, Some(TurnSignal::Ended));
@@ -755,6 +781,9 @@ mod tests {
         std::fs::write(&newer, "{}\n").unwrap();
         let since = SystemTime::UNIX_EPOCH;
         let (found, id) = newest_since(spec, &vars, since, std::slice::from_ref(&path)).unwrap();
-        assert_eq!((found, id.as_str()), (newer, "0b6f3c1e-8f6a-4c3e-9a51-3f1c2f4f9d10"));
+        assert_eq!(
+            (found, id.as_str()),
+            (newer, "0b6f3c1e-8f6a-4c3e-9a51-3f1c2f4f9d10")
+        );
     }
 }

@@ -32,7 +32,12 @@ impl CheckpointService for CheckpointApi {
         let (rows, next) = self
             .0
             .manager
-            .list_checkpoints(&request.parent, request.page_size, &request.page_token, full)
+            .list_checkpoints(
+                &request.parent,
+                request.page_size,
+                &request.page_token,
+                full,
+            )
             .await?;
         Ok(Response::new(pb::ListCheckpointsResponse {
             checkpoints: rows.iter().map(|row| checkpoint_to_pb(row, full)).collect(),

@@ -3,11 +3,11 @@
 
 use corral::pb;
 
+use crate::agent::{Activity, ActivityState, Evidence, Profile};
 use crate::clock::to_timestamp;
 use crate::domain::names::{session_name, worker_name};
 use crate::domain::state::{Action, State, available_actions};
 use crate::manager::{SessionView, WorkerView};
-use crate::agent::{Activity, ActivityState, Evidence, Profile};
 use crate::store::checkpoints::checkpoint;
 use crate::store::messages::message;
 use crate::supervisor::{ExitInfo, WindowSize};

@@ -340,10 +340,7 @@ impl SessionService for SessionApi {
             if worker_session != session {
                 return Err(Error::invalid(
                     "worker",
-                    format!(
-                        "{:?} is not a worker of {:?}",
-                        request.worker, request.name
-                    ),
+                    format!("{:?} is not a worker of {:?}", request.worker, request.name),
                 )
                 .into());
             }
@@ -384,11 +381,7 @@ impl SessionService for SessionApi {
             Ok(pb::export_session_request::Format::Csv) => Format::Csv,
             Ok(pb::export_session_request::Format::Markdown) => Format::Markdown,
             _ => {
-                return Err(Error::invalid(
-                    "format",
-                    "is required: JSON, CSV or MARKDOWN",
-                )
-                .into());
+                return Err(Error::invalid("format", "is required: JSON, CSV or MARKDOWN").into());
             }
         };
         let export = self.0.manager.export_session(&session, format).await?;
@@ -396,19 +389,20 @@ impl SessionService for SessionApi {
             export.format.content_type().to_owned(),
             export.filename.clone(),
         ));
-        let stream = tokio_stream::wrappers::ReceiverStream::new(export.chunks).map(
-            move |chunk| match chunk {
-                Ok(data) => {
-                    let (content_type, filename) = first.take().unwrap_or_default();
-                    Ok(pb::ExportSessionResponse {
-                        data,
-                        content_type,
-                        filename,
-                    })
-                }
-                Err(err) => Err(Status::from(err)),
-            },
-        );
+        let stream =
+            tokio_stream::wrappers::ReceiverStream::new(export.chunks).map(
+                move |chunk| match chunk {
+                    Ok(data) => {
+                        let (content_type, filename) = first.take().unwrap_or_default();
+                        Ok(pb::ExportSessionResponse {
+                            data,
+                            content_type,
+                            filename,
+                        })
+                    }
+                    Err(err) => Err(Status::from(err)),
+                },
+            );
         Ok(Response::new(stream.boxed()))
     }
 

@@ -106,9 +106,14 @@ pub fn parse_worker_name(field: &str, name: &str) -> Result<(Ref, Ref), Invalid>
 /// `{version}` is the checkpoint's version (1, 2, …) within its worker.
 pub fn parse_checkpoint_name(field: &str, name: &str) -> Result<(Ref, Ref, i64), Invalid> {
     match name.split('/').collect::<Vec<_>>().as_slice() {
-        ["sessions", session, "workers", worker, "checkpoints", version]
-            if !session.is_empty() && !worker.is_empty() =>
-        {
+        [
+            "sessions",
+            session,
+            "workers",
+            worker,
+            "checkpoints",
+            version,
+        ] if !session.is_empty() && !worker.is_empty() => {
             let version = version
                 .parse::<i64>()
                 .ok()

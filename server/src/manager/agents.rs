@@ -183,7 +183,10 @@ fn describe_launch(launch: &Launch, profile: &Profile) -> String {
     match launch {
         Launch::Start {
             session_id: Some(id),
-        } => format!("started conversation {id} with {}", args(&profile.start_args, id)),
+        } => format!(
+            "started conversation {id} with {}",
+            args(&profile.start_args, id)
+        ),
         Launch::Start { session_id: None } => "started a new conversation".into(),
         Launch::Resume { session_id } => format!(
             "resumed conversation {session_id} with {}",
@@ -221,7 +224,9 @@ impl Manager {
         let found = self.agents.profiles.get(profile).ok_or_else(|| {
             Error::invalid(
                 "worker.agent.profile",
-                format!("{profile:?} is not an agent profile of this server; choose one of: {names}"),
+                format!(
+                    "{profile:?} is not an agent profile of this server; choose one of: {names}"
+                ),
             )
         })?;
         found
@@ -268,11 +273,7 @@ impl Manager {
                 &Default::default(),
             ),
         );
-        let lookup = |key: &str| {
-            env.iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
+        let lookup = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         let place = Place {
             home: lookup("HOME")
                 .or_else(|| std::env::var("HOME").ok())
@@ -304,7 +305,17 @@ impl Manager {
                 .collect::<Vec<_>>()
                 .join("; ");
             let (handle, generation, verdicts) = self
-                .launch_agent(row, &current, &profile, &launch, &env, &place, &separator, &extra_args, reason.clone())
+                .launch_agent(
+                    row,
+                    &current,
+                    &profile,
+                    &launch,
+                    &env,
+                    &place,
+                    &separator,
+                    &extra_args,
+                    reason.clone(),
+                )
                 .await?;
             if !is_resume(&launch) {
                 runtime.set_last_launch(reason.clone());
@@ -342,7 +353,9 @@ impl Manager {
                     }
                     runtime.end_verify();
                     let what = match &launch {
-                        Launch::Resume { session_id } => format!("resume of conversation {session_id}"),
+                        Launch::Resume { session_id } => {
+                            format!("resume of conversation {session_id}")
+                        }
                         _ => "resume of the newest conversation".into(),
                     };
                     let note = format!("{what} failed: {why}");
@@ -482,7 +495,15 @@ impl Manager {
             }
         });
         let handle = match self
-            .start_process(row, model, Program::Argv(argv), env.to_vec(), separator, new_id, reason)
+            .start_process(
+                row,
+                model,
+                Program::Argv(argv),
+                env.to_vec(),
+                separator,
+                new_id,
+                reason,
+            )
             .await
         {
             Ok(handle) => handle,
@@ -708,7 +729,10 @@ impl Manager {
                 tracing::warn!(%worker_id, %err, "writing the checkpoint at the end of a run");
             }
         }
-        let latest = self.supervisor.handle(worker_id).map(|h| h.run().generation);
+        let latest = self
+            .supervisor
+            .handle(worker_id)
+            .map(|h| h.run().generation);
         if latest == Some(generation) {
             self.publish_activity(
                 &model.session_id,
@@ -729,7 +753,11 @@ impl Manager {
 
     /// An agent crashed (see the module doc): restart it later, or after too many
     /// crashes in a row move the session to ERROR and stop its other workers.
-    pub(super) async fn on_agent_crash(&self, model: &worker::Model, exit: &ExitInfo) -> Result<()> {
+    pub(super) async fn on_agent_crash(
+        &self,
+        model: &worker::Model,
+        exit: &ExitInfo,
+    ) -> Result<()> {
         let worker_id = parse_id(&model.id)?;
         let Some(row) = self.store.get_session(&model.session_id).await? else {
             return Ok(());
@@ -790,7 +818,8 @@ impl Manager {
             };
             match State::parse(&row.model.state) {
                 Some(State::Active) => {
-                    self.restart_crashed(row, worker_id, crashes, last_exit).await;
+                    self.restart_crashed(row, worker_id, crashes, last_exit)
+                        .await;
                     return;
                 }
                 Some(State::Starting | State::Paused) => {
@@ -801,7 +830,13 @@ impl Manager {
         }
     }
 
-    async fn restart_crashed(&self, row: SessionRow, worker_id: Uuid, crashes: u32, last_exit: String) {
+    async fn restart_crashed(
+        &self,
+        row: SessionRow,
+        worker_id: Uuid,
+        crashes: u32,
+        last_exit: String,
+    ) {
         let model = match self
             .store
             .find_worker(&row.model.id, &Ref::Id(worker_id))
@@ -832,7 +867,10 @@ impl Manager {
                 if let Err(err) = self.automatic(&row.model.id, Event::Failed, &reason).await {
                     tracing::error!(%err, "recording a failed agent restart");
                 }
-                if let Err(err) = self.stop_workers(&row.model.id, self.settings.stop_grace).await {
+                if let Err(err) = self
+                    .stop_workers(&row.model.id, self.settings.stop_grace)
+                    .await
+                {
                     tracing::error!(%err, "stopping workers after a failed agent restart");
                 }
                 return;
@@ -939,7 +977,9 @@ impl Manager {
         let (session_id, worker) = (model.session_id.clone(), model.id.clone());
         let saved = self
             .store
-            .insert_checkpoint(new, |version| checkpoint_name(&session_id, &worker, version))
+            .insert_checkpoint(new, |version| {
+                checkpoint_name(&session_id, &worker, version)
+            })
             .await?;
         tracing::info!(%worker_id, version = saved.version, trigger, turns = saved.turn_count, bytes = saved.transcript_bytes, "checkpoint saved");
         Ok(Some(saved))
@@ -947,7 +987,11 @@ impl Manager {
 
     /// A TURN checkpoint from a run's monitor.
     async fn turn_checkpoint(&self, session_id: &str, worker_id: Uuid) {
-        let model = match self.store.find_worker(session_id, &Ref::Id(worker_id)).await {
+        let model = match self
+            .store
+            .find_worker(session_id, &Ref::Id(worker_id))
+            .await
+        {
             Ok(Some(model)) => model,
             _ => return,
         };
@@ -970,7 +1014,8 @@ impl Manager {
             None => self.store.latest_checkpoint_meta(worker_id).await,
         }
         .map_err(|e| e.to_string())?;
-        let Some(target) = target.filter(|t| !t.transcript_path.is_empty() && t.transcript_bytes > 0)
+        let Some(target) =
+            target.filter(|t| !t.transcript_path.is_empty() && t.transcript_bytes > 0)
         else {
             return Ok(Restore::NoCheckpoint);
         };
@@ -1264,7 +1309,7 @@ impl RunMonitor {
         self.polls = self.polls.wrapping_add(1);
         if self.tail.is_none() {
             self.find_transcript(manager, &spec).await;
-        } else if self.polls % SWITCH_CHECK_EVERY == 0 {
+        } else if self.polls.is_multiple_of(SWITCH_CHECK_EVERY) {
             self.check_switch(manager, &spec).await;
         }
         let Some(tail) = self.tail.as_mut() else {
@@ -1343,7 +1388,11 @@ impl RunMonitor {
 
     /// Looks for the transcript: by id, or (agents that pick their own id) the
     /// newest one written in this directory since the run began.
-    async fn find_transcript(&mut self, manager: &Manager, spec: &crate::agent::profile::TranscriptSpec) {
+    async fn find_transcript(
+        &mut self,
+        manager: &Manager,
+        spec: &crate::agent::profile::TranscriptSpec,
+    ) {
         let place = self.place.clone();
         let spec_owned = spec.clone();
         if !self.agent_session_id.is_empty() {
@@ -1360,7 +1409,10 @@ impl RunMonitor {
             return;
         }
         let exclude = manager.agents.followed_transcripts(self.worker_id);
-        let since = self.started.checked_sub(MTIME_SLACK).unwrap_or(self.started);
+        let since = self
+            .started
+            .checked_sub(MTIME_SLACK)
+            .unwrap_or(self.started);
         let found = tokio::task::spawn_blocking(move || {
             transcript::newest_since(&spec_owned, &place.vars(""), since, &exclude)
         })
@@ -1374,7 +1426,11 @@ impl RunMonitor {
 
     /// An agent may switch conversations (e.g. `/clear`): a newer transcript in
     /// the same directory that no other worker follows becomes this one's.
-    async fn check_switch(&mut self, manager: &Manager, spec: &crate::agent::profile::TranscriptSpec) {
+    async fn check_switch(
+        &mut self,
+        manager: &Manager,
+        spec: &crate::agent::profile::TranscriptSpec,
+    ) {
         let Some(current) = self.tail.as_ref().map(|t| t.path().to_owned()) else {
             return;
         };
@@ -1416,13 +1472,16 @@ impl RunMonitor {
                 .set_agent_session_id(&self.session_id, self.worker_id, id)
                 .await;
         }
-        manager.agents.worker(self.worker_id).update_status(|status| {
-            status.transcript_path = Some(path);
-            status.turn_count = 0;
-            if let Some(id) = new_id {
-                status.agent_session_id = id;
-            }
-        });
+        manager
+            .agents
+            .worker(self.worker_id)
+            .update_status(|status| {
+                status.transcript_path = Some(path);
+                status.turn_count = 0;
+                if let Some(id) = new_id {
+                    status.agent_session_id = id;
+                }
+            });
     }
 }
 
@@ -1437,11 +1496,18 @@ mod tests {
         assert!(err.contains("\"no-such-agent\" not found in PATH"), "{err}");
         let program = dir.path().join("agent");
         std::fs::write(&program, "#!/bin/sh\n").unwrap();
-        assert!(find_program("agent", Some(dir.path().to_str().unwrap())).is_err(), "not executable");
+        assert!(
+            find_program("agent", Some(dir.path().to_str().unwrap())).is_err(),
+            "not executable"
+        );
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(
-            find_program("agent", Some(&format!("/nonexistent:{}", dir.path().display()))).unwrap(),
+            find_program(
+                "agent",
+                Some(&format!("/nonexistent:{}", dir.path().display()))
+            )
+            .unwrap(),
             program
         );
         assert!(find_program(program.to_str().unwrap(), None).is_ok());

@@ -66,7 +66,9 @@ impl Manager {
             .await?;
         let next = if rows.len() as u64 > size {
             rows.truncate(size as usize);
-            self.store.page_tokens().encode(&scope_text, &(offset + size))
+            self.store
+                .page_tokens()
+                .encode(&scope_text, &(offset + size))
         } else {
             String::new()
         };
@@ -77,7 +79,11 @@ impl Manager {
     async fn find_checkpoint(
         &self,
         name: &str,
-    ) -> Result<(crate::store::SessionRow, crate::store::entities::worker::Model, i64)> {
+    ) -> Result<(
+        crate::store::SessionRow,
+        crate::store::entities::worker::Model,
+        i64,
+    )> {
         let (session, worker, version) = names::parse_checkpoint_name("name", name)?;
         let (row, model) = self.load_worker(&session, &worker).await?;
         Ok((row, model, version))

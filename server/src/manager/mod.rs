@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::agent::{AgentRuntime, AgentSettings, Profiles};
 use crate::clock::{Clock, micros_of};
 use crate::config::Config;
 use crate::domain::names::Ref;
@@ -37,12 +38,11 @@ use crate::error::{Error, Result};
 use crate::store::entities::worker;
 use crate::store::{SessionRow, Store};
 use crate::supervisor::{Supervisor, SupervisorConfig, SupervisorEvent, WindowSize};
-pub use lifecycle::{Cause, Retention};
-pub use sessions::{ListSessions, NewSession, SessionPatch, SourceSpec, etag};
 pub use agents::checkpoint_name;
 pub use conversation::{Export, SearchResult, message_name};
+pub use lifecycle::{Cause, Retention};
+pub use sessions::{ListSessions, NewSession, SessionPatch, SourceSpec, etag};
 pub use workers::{Attachment, NewWorker, WorkerSpec};
-use crate::agent::{AgentRuntime, AgentSettings, Profiles};
 
 /// How many times a transition re-reads after losing a race before giving up with
 /// ABORTED.

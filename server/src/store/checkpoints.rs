@@ -15,8 +15,8 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 
-use super::events::{self, EventKind, EventPayload, NewEvent};
 use super::Store;
+use super::events::{self, EventKind, EventPayload, NewEvent};
 use crate::clock::Micros;
 use crate::error::Result;
 
@@ -205,8 +205,8 @@ impl Store {
         limit: u64,
         full: bool,
     ) -> Result<Vec<checkpoint::Model>> {
-        let mut query = checkpoint::Entity::find()
-            .filter(checkpoint::Column::SessionId.eq(scope.session_id));
+        let mut query =
+            checkpoint::Entity::find().filter(checkpoint::Column::SessionId.eq(scope.session_id));
         if let Some(worker_id) = scope.worker_id {
             query = query.filter(checkpoint::Column::WorkerId.eq(worker_id));
         }

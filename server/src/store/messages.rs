@@ -17,8 +17,8 @@
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IntoActiveModel,
-    ActiveModelTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::{Store, filter_condition};
@@ -159,7 +159,10 @@ impl Store {
             .execute(
                 Query::update()
                     .table(Alias::new("sessions"))
-                    .value(Alias::new("message_count"), Expr::col(Alias::new("message_count")))
+                    .value(
+                        Alias::new("message_count"),
+                        Expr::col(Alias::new("message_count")),
+                    )
                     .and_where(Expr::col(Alias::new("id")).eq(session_id)),
             )
             .await?;
@@ -404,10 +407,8 @@ impl Store {
         select
             .inner_join(
                 Alias::new("sessions"),
-                Expr::col((Alias::new("sessions"), Alias::new("id"))).equals((
-                    Alias::new("messages"),
-                    Alias::new("session_id"),
-                )),
+                Expr::col((Alias::new("sessions"), Alias::new("id")))
+                    .equals((Alias::new("messages"), Alias::new("session_id"))),
             )
             .and_where(Expr::col((Alias::new("sessions"), Alias::new("delete_time"))).is_null());
         if let Some(filter) = filter {
@@ -416,14 +417,19 @@ impl Store {
         order_hits(&mut select);
         select.limit(limit).offset(offset);
         let statement = backend.build(&select);
-        Ok(SearchHit::find_by_statement(statement).all(&self.db).await?)
+        Ok(SearchHit::find_by_statement(statement)
+            .all(&self.db)
+            .await?)
     }
 }
 
 fn order_hits(select: &mut SelectStatement) {
     select
         .order_by(Alias::new("score"), Order::Desc)
-        .order_by((Alias::new("messages"), Alias::new("session_id")), Order::Asc)
+        .order_by(
+            (Alias::new("messages"), Alias::new("session_id")),
+            Order::Asc,
+        )
         .order_by((Alias::new("messages"), Alias::new("sequence")), Order::Asc);
 }
 
@@ -434,7 +440,10 @@ mod tests {
     #[test]
     fn fts5_queries_quote_every_word() {
         assert_eq!(fts5_query("  pancake  recipe "), "\"pancake\" \"recipe\"");
-        assert_eq!(fts5_query("say \"hi\" OR x"), "\"say\" \"\"\"hi\"\"\" \"OR\" \"x\"");
+        assert_eq!(
+            fts5_query("say \"hi\" OR x"),
+            "\"say\" \"\"\"hi\"\"\" \"OR\" \"x\""
+        );
         assert_eq!(fts5_query(""), "");
     }
 }
