@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, eventually};
 use common::agent::{
     agent, agent_server, create_agent_session, expect_activity, messages, send,
     start_agent_session, started_agent_session, transcript_path, use_fake_claude, wait_message,
@@ -532,5 +532,130 @@ async fn search_finds_a_word_in_one_session_and_not_the_others() {
         search("x", "state = NOPE").await.unwrap_err().code(),
         tonic::Code::InvalidArgument
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_that_stop_an_agent_from_starting_are_unset() {
+    // Every worker gets CLAUDECODE=1 (as if the server ran inside Claude Code);
+    // the fake, like Claude Code, refuses to start nested. The profile unsets it.
+    let server = TestServer::start_with(
+        |config| {
+            use_fake_claude(config, "");
+            config.worker_env.push(("CLAUDECODE".into(), "1".into()));
+        },
+        None,
+    )
+    .await;
+    let session = started_agent_session(&server, "nested").await;
+    assert_eq!(session.workers[0].state(), pb::worker::State::Running);
+    send(&server, "nested", "still here").await.unwrap();
+    wait_message(&server, "nested", Role::Assistant, "You said: still here").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_switches_conversations_is_followed() {
+    let server = agent_server().await;
+    let session = started_agent_session(&server, "switch").await;
+    let first = match &session.workers[0].spec {
+        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
+        _ => unreachable!(),
+    };
+    send(&server, "switch", "before the clear").await.unwrap();
+    wait_message(&server, "switch", Role::Assistant, "You said: before the clear").await;
+    send(&server, "switch", "/clear").await.unwrap();
+    send(&server, "switch", "after the clear").await.unwrap();
+    wait_message(&server, "switch", Role::Assistant, "You said: after the clear").await;
+    let worker = agent(&server, "switch").await;
+    let second = match &worker.spec {
+        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
+        _ => unreachable!(),
+    };
+    assert_ne!(second, first, "the worker follows the new conversation");
+    assert!(transcript_path(&server, &session.work_dir, &second).exists());
+    let texts: Vec<String> = messages(&server, "switch").await.into_iter().map(|m| m.text).collect();
+    assert_eq!(
+        texts,
+        vec![
+            "before the clear",
+            "You said: before the clear",
+            "/clear",
+            "after the clear",
+            "You said: after the clear",
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_picks_its_own_conversation_id_is_learned_and_resumed() {
+    // Like Codex: no way to choose the id at start; Corral learns it from the
+    // newest transcript of the directory, then resumes by that id.
+    let server = TestServer::start_with(
+        |config| {
+            use_fake_claude(
+                config,
+                &format!(
+                    "[profiles.picker]\ncommand = {:?}\nresume_args = [\"--resume\", \"{{session_id}}\"]\nbracketed_paste = true\nresume_failure_patterns = ['No conversation found']\n[profiles.picker.transcript]\nformat = \"claude-jsonl\"\ndir = \"{{home}}/.claude/projects/{{cwd_slug}}\"\nfile = \"{{session_id}}.jsonl\"\n",
+                    common::agent::fake_claude().display().to_string()
+                ),
+            )
+        },
+        None,
+    )
+    .await;
+    create_agent_session(&server, "picker", "picker").await;
+    let started = server.start_session("picker").await;
+    assert_eq!(started.state(), State::Active, "{}", started.last_error);
+    let id_of = |worker: &pb::Worker| match &worker.spec {
+        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
+        _ => unreachable!(),
+    };
+    assert!(id_of(&started.workers[0]).is_empty(), "not known before the agent writes");
+    // No screen rules: the activity comes from the transcript alone. Wait for
+    // the input box before typing (an agent flushes what came before).
+    let mut screen = server.attach(&started.workers[0].name, None, None).await;
+    screen.expect("for shortcuts").await;
+    send(&server, "picker", "who are you").await.unwrap();
+    wait_message(&server, "picker", Role::Assistant, "You said: who are you").await;
+    eventually("the conversation id is learned", || async {
+        !id_of(&agent(&server, "picker").await).is_empty()
+    })
+    .await;
+    let learned = id_of(&agent(&server, "picker").await);
+    assert!(transcript_path(&server, &started.work_dir, &learned).exists());
+    eventually("IDLE from the transcript's stop_reason", || async {
+        let worker = agent(&server, "picker").await;
+        worker.activity() == Activity::Idle
+            && worker.activity_evidence.is_some_and(|e| e.rule == "transcript/stop_reason")
+    })
+    .await;
+
+    server
+        .sessions
+        .clone()
+        .stop_session(pb::StopSessionRequest {
+            name: "sessions/picker".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stopped = agent(&server, "picker").await;
+    assert_eq!(stopped.activity(), Activity::Unknown);
+    let resumed = server
+        .sessions
+        .clone()
+        .resume_session(pb::ResumeSessionRequest {
+            name: "sessions/picker".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resumed.state(), State::Active, "{}", resumed.last_error);
+    assert_eq!(id_of(&resumed.workers[0]), learned);
+    let mut client = server.attach(&resumed.workers[0].name, None, None).await;
+    client.expect("resumed with 1 turns").await;
     server.stop().await;
 }

@@ -34,7 +34,7 @@ pub fn use_fake_claude(config: &mut Config, extra: &str) {
     config.transcript_poll = Duration::from_millis(50);
     config.activity_settle = Duration::from_millis(100);
     config.agent_restart_backoff = Duration::from_millis(50);
-    config.resume_verify_timeout = Duration::from_secs(10);
+    config.resume_verify_timeout = Duration::from_secs(3);
 }
 
 /// A server with the fake `claude` profile.

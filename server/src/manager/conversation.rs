@@ -172,11 +172,19 @@ impl Manager {
                     ),
                 )
             })?;
-        let bracketed = self
-            .agents
-            .profiles
-            .get(&model.agent_profile)
-            .is_some_and(|p| p.bracketed_paste);
+        let profile = self.agents.profiles.get(&model.agent_profile);
+        let bracketed = profile.as_ref().is_some_and(|p| p.bracketed_paste);
+        if profile.is_some_and(|p| !p.screen_rules.is_empty()) {
+            // An agent that just started may not read its terminal yet (input
+            // typed before it switches to raw mode is flushed): wait, bounded,
+            // until its screen shows something its rules know.
+            let mut activity = self.agents.worker(worker_id).activity.subscribe();
+            let _ = tokio::time::timeout(
+                self.agents.settings.resume_verify,
+                activity.wait_for(|state| state.activity != crate::agent::Activity::Unknown),
+            )
+            .await;
+        }
         // Recorded first, so the transcript's copy of the prompt (read moments
         // later) claims this row instead of becoming a second message.
         let stored = self

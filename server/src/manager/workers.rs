@@ -778,6 +778,17 @@ impl Manager {
         let mut new = model.clone();
         new.state = worker_state::STOPPED.into();
         new.pid = None;
+        if model.kind == worker_kind::AGENT {
+            // Its last activity is history: nothing runs any more.
+            new.activity = crate::agent::Activity::Unknown.as_str().into();
+            new.activity_evidence = serde_json::to_string(&crate::agent::Evidence {
+                rule: "corral/not-running".into(),
+                source: "corral".into(),
+                matched_text: String::new(),
+                time: self.now(),
+            })
+            .unwrap_or_default();
+        }
         self.store
             .update_worker(model, &new, self.now(), Vec::new())
             .await
