@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{TestServer, eventually};
 use common::agent::{
     agent, agent_server, create_agent_session, expect_activity, messages, send,
     start_agent_session, started_agent_session, transcript_path, use_fake_claude, wait_message,
 };
+use common::{TestServer, eventually};
 use corral::pb;
 use corral::pb::message::{Origin, Role};
 use corral::pb::session::State;
@@ -563,10 +563,22 @@ async fn an_agent_that_switches_conversations_is_followed() {
         _ => unreachable!(),
     };
     send(&server, "switch", "before the clear").await.unwrap();
-    wait_message(&server, "switch", Role::Assistant, "You said: before the clear").await;
+    wait_message(
+        &server,
+        "switch",
+        Role::Assistant,
+        "You said: before the clear",
+    )
+    .await;
     send(&server, "switch", "/clear").await.unwrap();
     send(&server, "switch", "after the clear").await.unwrap();
-    wait_message(&server, "switch", Role::Assistant, "You said: after the clear").await;
+    wait_message(
+        &server,
+        "switch",
+        Role::Assistant,
+        "You said: after the clear",
+    )
+    .await;
     let worker = agent(&server, "switch").await;
     let second = match &worker.spec {
         Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
@@ -574,7 +586,11 @@ async fn an_agent_that_switches_conversations_is_followed() {
     };
     assert_ne!(second, first, "the worker follows the new conversation");
     assert!(transcript_path(&server, &session.work_dir, &second).exists());
-    let texts: Vec<String> = messages(&server, "switch").await.into_iter().map(|m| m.text).collect();
+    let texts: Vec<String> = messages(&server, "switch")
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
     assert_eq!(
         texts,
         vec![
@@ -612,7 +628,10 @@ async fn an_agent_that_picks_its_own_conversation_id_is_learned_and_resumed() {
         Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
         _ => unreachable!(),
     };
-    assert!(id_of(&started.workers[0]).is_empty(), "not known before the agent writes");
+    assert!(
+        id_of(&started.workers[0]).is_empty(),
+        "not known before the agent writes"
+    );
     // No screen rules: the activity comes from the transcript alone. Wait for
     // the input box before typing (an agent flushes what came before).
     let mut screen = server.attach(&started.workers[0].name, None, None).await;
@@ -628,7 +647,9 @@ async fn an_agent_that_picks_its_own_conversation_id_is_learned_and_resumed() {
     eventually("IDLE from the transcript's stop_reason", || async {
         let worker = agent(&server, "picker").await;
         worker.activity() == Activity::Idle
-            && worker.activity_evidence.is_some_and(|e| e.rule == "transcript/stop_reason")
+            && worker
+                .activity_evidence
+                .is_some_and(|e| e.rule == "transcript/stop_reason")
     })
     .await;
 

@@ -89,7 +89,9 @@ pub struct Evidence {
 /// An activity with its evidence.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ActivityState {
+    /// What the agent is doing.
     pub activity: Activity,
+    /// Why Corral thinks so.
     pub evidence: Evidence,
 }
 
@@ -138,7 +140,9 @@ impl Region {
 pub struct ScreenRule {
     /// Short name, unique in its profile (`permission-prompt`).
     pub name: String,
+    /// The activity a match means.
     pub activity: Activity,
+    /// The rows searched.
     pub region: Region,
     /// Searched in the region's rows joined with `\n`, trailing blanks removed.
     pub pattern: Regex,
@@ -151,6 +155,7 @@ pub struct ScreenRule {
 pub struct RuleMatch {
     /// The rule's name.
     pub rule: String,
+    /// The rule's activity.
     pub activity: Activity,
     /// The line that matched, trimmed to [`MAX_MATCHED_TEXT_BYTES`].
     pub matched_text: String,

@@ -18,8 +18,11 @@ use crate::clock::{Micros, to_datetime};
 /// An export format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// `{"session": {...}, "messages": [...]}`.
     Json,
+    /// RFC 4180, one row per message.
     Csv,
+    /// A readable transcript.
     Markdown,
 }
 
@@ -48,11 +51,15 @@ impl Format {
 pub struct ExportMessage {
     /// `sessions/{session}/messages/{sequence}`.
     pub name: String,
+    /// Position in the conversation, from 1.
     pub sequence: i64,
     /// `USER`, `ASSISTANT`, `TOOL`, `SYSTEM`.
     pub role: String,
+    /// The text.
     pub text: String,
+    /// The tool of a tool call or result.
     pub tool_name: String,
+    /// When it was written (µs).
     pub create_time: Micros,
     /// `sessions/{session}/workers/{worker}`, empty when unknown.
     pub worker: String,

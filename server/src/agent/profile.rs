@@ -171,6 +171,7 @@ impl TranscriptFormat {
 /// Where an agent writes its transcript.
 #[derive(Clone, Debug)]
 pub struct TranscriptSpec {
+    /// How its lines are read.
     pub format: TranscriptFormat,
     /// Directory template (`{home}/.claude/projects/{cwd_slug}`).
     pub dir: String,
@@ -195,7 +196,9 @@ pub struct ExtraArg {
 /// A validated profile.
 #[derive(Clone, Debug)]
 pub struct Profile {
+    /// The profile's name (`claude`), what clients choose.
     pub name: String,
+    /// One line for people.
     pub description: String,
     /// The program, looked up in the worker's `PATH` when it has no `/`.
     pub command: String,
@@ -224,8 +227,11 @@ pub struct Profile {
     pub bracketed_paste: bool,
     /// Screen text meaning a resume failed (e.g. "No conversation found").
     pub resume_failure_patterns: Vec<Regex>,
+    /// Where the agent writes its transcript; `None`: not read.
     pub transcript: Option<TranscriptSpec>,
+    /// The extra arguments a client may pass.
     pub extra_args: Vec<ExtraArg>,
+    /// The rules that tell the agent's activity from its screen.
     pub screen_rules: Vec<ScreenRule>,
 }
 
@@ -234,9 +240,15 @@ pub struct Profile {
 pub enum Launch {
     /// A new conversation; `session_id` is set when the profile starts with an id
     /// chosen by Corral.
-    Start { session_id: Option<String> },
+    Start {
+        /// The id given with `start_args`.
+        session_id: Option<String>,
+    },
     /// Continue conversation `session_id`.
-    Resume { session_id: String },
+    Resume {
+        /// The conversation to continue.
+        session_id: String,
+    },
     /// Continue the newest conversation of the working directory.
     ResumeLatest,
 }
@@ -244,9 +256,13 @@ pub enum Launch {
 /// Values for the templates of a profile.
 #[derive(Clone, Debug, Default)]
 pub struct Vars<'a> {
+    /// `{session_id}`: the agent's conversation id.
     pub session_id: &'a str,
+    /// `{model}`.
     pub model: &'a str,
+    /// `{home}`: the worker's `HOME`.
     pub home: &'a str,
+    /// `{cwd}`: the session's directory (also gives `{cwd_slug}`).
     pub cwd: &'a str,
 }
 

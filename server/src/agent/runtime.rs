@@ -77,6 +77,7 @@ pub struct RunStatus {
 /// The monitor of one run.
 #[derive(Debug)]
 pub struct Monitor {
+    /// The run monitored.
     pub generation: u64,
     /// Becomes true once the monitor finished its last transcript read.
     pub done: watch::Receiver<bool>,
@@ -204,7 +205,9 @@ impl AgentWorker {
 /// The registry of agent workers' live state, with the profiles and settings.
 #[derive(Debug)]
 pub struct AgentRuntime {
+    /// The profiles this server offers.
     pub profiles: Profiles,
+    /// Agent settings from the configuration.
     pub settings: AgentSettings,
     workers: Mutex<HashMap<Uuid, Arc<AgentWorker>>>,
 }

@@ -41,9 +41,13 @@ const MAX_TOOL_NAMES: usize = 10_000;
 /// The role of a message (`corral.v1.Message.Role` names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// A person's prompt.
     User,
+    /// The agent's answer.
     Assistant,
+    /// A tool call (its input) or result (its output).
     Tool,
+    /// A note of the agent program itself.
     System,
 }
 
@@ -71,7 +75,9 @@ impl Role {
 pub struct ParsedMessage {
     /// Stable identity within the session (see the module doc).
     pub key: String,
+    /// Who speaks.
     pub role: Role,
+    /// The text (a tool call's input as JSON).
     pub text: String,
     /// For tool calls and results: the tool.
     pub tool_name: String,
@@ -82,6 +88,7 @@ pub struct ParsedMessage {
 /// What one transcript line contributes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ParsedLine {
+    /// The messages of the line, in order.
     pub messages: Vec<ParsedMessage>,
     /// Whether the line opens/continues a turn or ends one; `None` when it says
     /// nothing about turns.

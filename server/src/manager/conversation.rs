@@ -32,9 +32,11 @@ pub type SearchResult = SearchHit;
 /// order (an error ends the stream).
 #[derive(Debug)]
 pub struct Export {
+    /// The document's format.
     pub format: Format,
     /// `<display name>.<json|csv|md>`.
     pub filename: String,
+    /// The document, piece by piece.
     pub chunks: mpsc::Receiver<Result<Bytes>>,
 }
 

@@ -151,7 +151,10 @@ impl Manager {
             },
             events_tx,
         );
-        let profiles = Profiles::load(config.profiles.as_deref())
+        let path = config.profiles.clone();
+        let profiles = tokio::task::spawn_blocking(move || Profiles::load(path.as_deref()))
+            .await
+            .map_err(|e| Error::Internal(format!("loading agent profiles: {e}")))?
             .map_err(|e| Error::Internal(format!("agent profiles: {e}")))?;
         let agents = Arc::new(AgentRuntime::new(profiles, agent_settings(config)));
         let manager = Arc::new_cyclic(|me| Manager {

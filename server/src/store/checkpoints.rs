@@ -20,7 +20,9 @@ use super::events::{self, EventKind, EventPayload, NewEvent};
 use crate::clock::Micros;
 use crate::error::Result;
 
-/// `checkpoints`: one row per checkpoint.
+/// `checkpoints`: one row per checkpoint (the entity's generated items are
+/// SeaORM's).
+#[allow(missing_docs)]
 pub mod checkpoint {
     use sea_orm::entity::prelude::*;
 
@@ -29,17 +31,25 @@ pub mod checkpoint {
     #[sea_orm(table_name = "checkpoints")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
+        /// A UUID.
         pub id: String,
+        /// The session's id.
         pub session_id: String,
+        /// The agent worker's id.
         pub worker_id: String,
         /// 1, 2, … within the worker.
         pub version: i64,
         /// `TURN`, `STOP` or `CRASH`.
         pub trigger: String,
+        /// The agent's conversation id.
         pub agent_session_id: String,
+        /// Turns the transcript shows completed.
         pub turn_count: i32,
+        /// The model (from the transcript, else the worker's).
         pub model: String,
+        /// The session's directory.
         pub work_dir: String,
+        /// The transcript file (empty when none was found).
         pub transcript_path: String,
         /// Length of the transcript at the checkpoint, in bytes (complete lines).
         pub transcript_bytes: i64,
@@ -49,14 +59,18 @@ pub mod checkpoint {
         pub transcript_delta: Vec<u8>,
         /// The last bytes of terminal output (at most 64 KiB).
         pub scrollback_tail: Vec<u8>,
+        /// When it was written (µs).
         pub create_time: i64,
+        /// When it expires (µs).
         pub expire_time: i64,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// A checkpoint without its transcript copy and scrollback (the BASIC view).
+/// A checkpoint without its transcript copy and scrollback (the BASIC view);
+/// the fields are those of [`checkpoint::Model`].
+#[allow(missing_docs)]
 #[derive(Clone, Debug, PartialEq, Eq, FromQueryResult)]
 pub struct CheckpointMeta {
     pub id: String,
@@ -116,6 +130,7 @@ const META_COLUMNS: [checkpoint::Column; 14] = [
 /// Which checkpoints a listing covers.
 #[derive(Clone, Debug)]
 pub struct CheckpointScope<'a> {
+    /// The session's id.
     pub session_id: &'a str,
     /// Only this worker's.
     pub worker_id: Option<&'a str>,

@@ -26,7 +26,8 @@ use crate::clock::Micros;
 use crate::domain::filter::Expr as Filter;
 use crate::error::Result;
 
-/// `messages`: one row per message.
+/// `messages`: one row per message (the entity's generated items are SeaORM's).
+#[allow(missing_docs)]
 pub mod message {
     use sea_orm::entity::prelude::*;
 
@@ -35,7 +36,9 @@ pub mod message {
     #[sea_orm(table_name = "messages")]
     pub struct Model {
         #[sea_orm(primary_key)]
+        /// The row id (the full-text index's rowid on SQLite).
         pub id: i64,
+        /// The session's id.
         pub session_id: String,
         /// The agent worker's id (empty when unknown).
         pub worker_id: String,
@@ -43,8 +46,11 @@ pub mod message {
         pub sequence: i64,
         /// `USER`, `ASSISTANT`, `TOOL`, `SYSTEM`.
         pub role: String,
+        /// The text (a tool call's input as JSON, a tool result's output).
         pub text: String,
+        /// The tool of a tool call or result.
         pub tool_name: String,
+        /// When it was written (µs).
         pub create_time: i64,
         /// `TRANSCRIPT` or `SEND_MESSAGE`.
         pub origin: String,
@@ -57,7 +63,9 @@ pub mod message {
 
 /// Stored origins (`corral.v1.Message.Origin` names).
 pub mod origin {
+    /// Read from the agent's transcript.
     pub const TRANSCRIPT: &str = "TRANSCRIPT";
+    /// Sent with SendMessage.
     pub const SEND_MESSAGE: &str = "SEND_MESSAGE";
 }
 
@@ -69,11 +77,15 @@ const KEY_BATCH: usize = 500;
 /// A message to store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewMessage {
+    /// The agent worker's id.
     pub worker_id: String,
     /// `USER`, `ASSISTANT`, `TOOL`, `SYSTEM`.
     pub role: String,
+    /// The text.
     pub text: String,
+    /// The tool of a tool call or result.
     pub tool_name: String,
+    /// When it was written (µs).
     pub create_time: Micros,
     /// `TRANSCRIPT` or `SEND_MESSAGE`.
     pub origin: String,
@@ -88,7 +100,8 @@ impl NewMessage {
     }
 }
 
-/// One search hit.
+/// One search hit: the columns of [`message::Model`], a score and a snippet.
+#[allow(missing_docs)]
 #[derive(Clone, Debug, PartialEq, FromQueryResult)]
 pub struct SearchHit {
     pub id: i64,
