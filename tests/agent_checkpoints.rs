@@ -290,6 +290,9 @@ async fn the_third_crash_in_a_row_moves_the_session_to_error() {
     assert_eq!(worker.state(), pb::worker::State::Failed);
     assert_eq!(worker.restart_count, 2);
     assert_eq!(worker.activity(), Activity::Unknown);
+    let refused = send(&server, "fragile", "anyone there?").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("ERROR"), "{}", refused.message());
     server.stop().await;
 }
 

@@ -277,6 +277,21 @@ async fn send_is_refused_unless_the_session_is_active() {
         messages(&server, "quiet").await.is_empty(),
         "nothing was recorded"
     );
+    let deleted = server
+        .sessions
+        .clone()
+        .delete_session(pb::DeleteSessionRequest {
+            name: "sessions/quiet".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // A tombstone is found by id only.
+    refused(
+        send(&server, &deleted.id, "deleted").await.unwrap_err(),
+        "DELETED",
+    );
 
     let empty = send(&server, "quiet", "   ").await.unwrap_err();
     assert_eq!(empty.code(), tonic::Code::InvalidArgument);

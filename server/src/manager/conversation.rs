@@ -61,7 +61,10 @@ pub fn message_name(session_id: &str, sequence: i64) -> String {
 
 impl Manager {
     /// SendMessage: types `text` into the session's agent worker (`worker`, or the
-    /// first agent worker) and records it as a USER message.
+    /// first agent worker) and records it as a USER message. The text is pasted
+    /// (bracketed paste when the profile says the agent supports it), then Enter
+    /// is typed. An agent that just started and shows nothing its screen rules
+    /// know yet is given up to `--resume-verify-timeout` to get ready first.
     ///
     /// Errors: INVALID_ARGUMENT (empty or too long text, a terminal worker),
     /// NOT_FOUND, FAILED_PRECONDITION (session not ACTIVE — PAUSED, STOPPED,
