@@ -10,6 +10,9 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_initial;
 mod m20261121_000002_session_indexes;
+mod m20261121_000010_messages;
+mod m20261121_000011_checkpoints;
+mod m20261121_000012_worker_activity;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -19,6 +22,9 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261121_000001_initial::Migration),
             Box::new(m20261121_000002_session_indexes::Migration),
+            Box::new(m20261121_000010_messages::Migration),
+            Box::new(m20261121_000011_checkpoints::Migration),
+            Box::new(m20261121_000012_worker_activity::Migration),
         ]
     }
 }

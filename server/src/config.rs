@@ -99,6 +99,44 @@ pub struct Config {
     #[arg(long, env = "CORRAL_REAPER_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub reaper_interval: Duration,
 
+    /// A TOML file of agent profiles (`[profiles.<name>]` tables) that adds
+    /// profiles or overrides fields of the built-in ones (claude, codex, gemini,
+    /// aider, custom).
+    #[arg(long, env = "CORRAL_PROFILES", value_name = "FILE")]
+    pub profiles: Option<PathBuf>,
+
+    /// Largest SendMessage prompt, in bytes.
+    #[arg(long, env = "CORRAL_MAX_PROMPT_BYTES", default_value_t = 64 * 1024)]
+    pub max_prompt_bytes: usize,
+
+    /// How long an agent checkpoint is kept, e.g. `7d`.
+    #[arg(long, env = "CORRAL_CHECKPOINT_TTL", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub checkpoint_ttl: Duration,
+
+    /// Crashes in a row (non-zero exits while ACTIVE) after which an agent's
+    /// session goes to ERROR; after each earlier crash the agent is restarted
+    /// automatically from its last checkpoint.
+    #[arg(long, env = "CORRAL_AGENT_MAX_CRASHES", default_value_t = 3)]
+    pub agent_max_crashes: u32,
+
+    /// Wait before restarting a crashed agent; doubled after each further crash.
+    #[arg(long, env = "CORRAL_AGENT_RESTART_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub agent_restart_backoff: Duration,
+
+    /// How long a resumed agent has to show it loaded its conversation before
+    /// Corral falls back to a new conversation.
+    #[arg(long, env = "CORRAL_RESUME_VERIFY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub resume_verify_timeout: Duration,
+
+    /// How often agents' transcripts are read for new lines.
+    #[arg(long, env = "CORRAL_TRANSCRIPT_POLL", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub transcript_poll: Duration,
+
+    /// How long an agent's screen must show the same thing before its activity
+    /// changes (a redraw in progress must not flip it).
+    #[arg(long, env = "CORRAL_ACTIVITY_SETTLE", default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub activity_settle: Duration,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info,corral_server=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -199,6 +237,16 @@ impl Config {
                 self.listen
             ));
         }
+        if self.max_prompt_bytes == 0 || self.max_prompt_bytes > self.max_message_bytes {
+            return Err(format!(
+                "--max-prompt-bytes must be between 1 and --max-message-bytes ({})",
+                self.max_message_bytes
+            ));
+        }
+        if self.transcript_poll.is_zero() {
+            return Err("--transcript-poll must be more than 0".into());
+        }
+        crate::agent::Profiles::load(self.profiles.as_deref())?;
         let url = self.database_url();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")

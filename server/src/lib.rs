@@ -4,6 +4,7 @@
 //! ```text
 //! main.rs / server.rs   config → tracing → store (migrations) → manager → gRPC
 //! api/                  one file per gRPC service: decode, call, encode
+//! agent/                agent profiles, activity, transcripts, exports (pure + tasks)
 //! manager/              what each RPC does: domain checks, then store and processes
 //! domain/               the state machine, names, filters, page tokens (pure)
 //! supervisor/           worker actors: PTY, process tree, scrollback ring, cursors
@@ -15,6 +16,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod api;
 pub mod clock;
 pub mod config;

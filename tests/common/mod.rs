@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -314,7 +316,7 @@ impl Client {
     }
 
     /// Receives one frame; false when the stream ended.
-    async fn pump(&mut self) -> bool {
+    pub async fn pump(&mut self) -> bool {
         match self.rx.next().await {
             Some(Ok(response)) => {
                 match response.frame {

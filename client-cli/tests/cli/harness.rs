@@ -239,20 +239,6 @@ impl Server {
             .into_inner()
     }
 
-    /// Every session the server lists (one page of up to 1000), newest first.
-    pub async fn sessions(&self) -> Vec<pb::Session> {
-        self.sessions
-            .clone()
-            .list_sessions(pb::ListSessionsRequest {
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .expect("ListSessions")
-            .into_inner()
-            .sessions
-    }
-
     /// The worker `sessions/<session>/workers/<worker>` as the server has it now.
     pub async fn worker(&self, session: &str, worker: &str) -> Result<pb::Worker, tonic::Status> {
         self.workers

@@ -3,10 +3,13 @@
 
 use corral::pb;
 
+use crate::agent::{Activity, ActivityState, Evidence, Profile};
 use crate::clock::to_timestamp;
 use crate::domain::names::{session_name, worker_name};
 use crate::domain::state::{Action, State, available_actions};
 use crate::manager::{SessionView, WorkerView};
+use crate::store::checkpoints::checkpoint;
+use crate::store::messages::message;
 use crate::supervisor::{ExitInfo, WindowSize};
 
 /// A domain state as the API's enum.
@@ -157,11 +160,16 @@ pub fn worker_to_pb(view: &WorkerView) -> pb::Worker {
         size: Some(size_to_pb(view.size)),
         output_offset: i64::try_from(view.output_offset).unwrap_or(i64::MAX),
         activity: if kind == pb::worker::Kind::Agent {
-            pb::worker::Activity::Unknown.into()
+            Activity::parse(&model.activity)
+                .map_or(pb::worker::Activity::Unknown, activity_to_pb)
+                .into()
         } else {
             pb::worker::Activity::Unspecified.into()
         },
-        activity_evidence: None,
+        activity_evidence: (kind == pb::worker::Kind::Agent)
+            .then(|| serde_json::from_str::<Evidence>(&model.activity_evidence).ok())
+            .flatten()
+            .map(|evidence| evidence_to_pb(&evidence)),
         create_time: Some(to_timestamp(model.create_time)),
         start_time: model.start_time.map(to_timestamp),
         exit_time: model.exit_time.map(to_timestamp),
@@ -184,5 +192,123 @@ pub fn exit_to_pb(exit: &ExitInfo) -> pb::ExitStatus {
         signal: exit.signal_name().unwrap_or_default(),
         core_dumped: exit.core_dumped,
         description: exit.describe(),
+    }
+}
+
+/// An agent's activity as the API's enum.
+pub fn activity_to_pb(activity: Activity) -> pb::worker::Activity {
+    match activity {
+        Activity::Unknown => pb::worker::Activity::Unknown,
+        Activity::Working => pb::worker::Activity::Working,
+        Activity::WaitingForInput => pb::worker::Activity::WaitingForInput,
+        Activity::Idle => pb::worker::Activity::Idle,
+    }
+}
+
+/// Activity evidence as the API's message.
+pub fn evidence_to_pb(evidence: &Evidence) -> pb::ActivityEvidence {
+    pb::ActivityEvidence {
+        rule: evidence.rule.clone(),
+        source: evidence.source.clone(),
+        matched_text: evidence.matched_text.clone(),
+        time: (evidence.time != 0).then(|| to_timestamp(evidence.time)),
+    }
+}
+
+/// An agent's live activity as an Attach `WorkerUpdate` frame.
+pub fn activity_update_to_pb(state: &ActivityState) -> pb::WorkerUpdate {
+    pb::WorkerUpdate {
+        state: if state.evidence.rule == "corral/not-running" {
+            pb::worker::State::Unspecified.into()
+        } else {
+            pb::worker::State::Running.into()
+        },
+        activity: activity_to_pb(state.activity).into(),
+        activity_evidence: Some(evidence_to_pb(&state.evidence)),
+        size: None,
+    }
+}
+
+/// A stored message as the API's message.
+pub fn message_to_pb(message: &message::Model) -> pb::Message {
+    use pb::message::{Origin, Role};
+    let role = match message.role.as_str() {
+        "USER" => Role::User,
+        "ASSISTANT" => Role::Assistant,
+        "TOOL" => Role::Tool,
+        "SYSTEM" => Role::System,
+        _ => Role::Unspecified,
+    };
+    let origin = match message.origin.as_str() {
+        "TRANSCRIPT" => Origin::Transcript,
+        "SEND_MESSAGE" => Origin::SendMessage,
+        _ => Origin::Unspecified,
+    };
+    pb::Message {
+        name: crate::manager::message_name(&message.session_id, message.sequence),
+        role: role.into(),
+        text: message.text.clone(),
+        tool_name: message.tool_name.clone(),
+        create_time: Some(to_timestamp(message.create_time)),
+        worker: if message.worker_id.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "sessions/{}/workers/{}",
+                message.session_id, message.worker_id
+            )
+        },
+        origin: origin.into(),
+        sequence: message.sequence,
+    }
+}
+
+/// A stored checkpoint as the API's message; the large fields only with `full`.
+pub fn checkpoint_to_pb(row: &checkpoint::Model, full: bool) -> pb::Checkpoint {
+    use pb::checkpoint::Trigger;
+    let trigger = match row.trigger.as_str() {
+        "TURN" => Trigger::Turn,
+        "STOP" => Trigger::Stop,
+        "CRASH" => Trigger::Crash,
+        _ => Trigger::Unspecified,
+    };
+    pb::Checkpoint {
+        name: crate::manager::checkpoint_name(&row.session_id, &row.worker_id, row.version),
+        version: row.version,
+        trigger: trigger.into(),
+        agent_session_id: row.agent_session_id.clone(),
+        turn_count: row.turn_count,
+        model: row.model.clone(),
+        work_dir: row.work_dir.clone(),
+        transcript_path: row.transcript_path.clone(),
+        transcript_bytes: row.transcript_bytes,
+        transcript_delta: if full {
+            row.transcript_delta.clone().into()
+        } else {
+            Default::default()
+        },
+        scrollback_tail: if full {
+            row.scrollback_tail.clone().into()
+        } else {
+            Default::default()
+        },
+        create_time: Some(to_timestamp(row.create_time)),
+        expire_time: Some(to_timestamp(row.expire_time)),
+    }
+}
+
+/// An agent profile as the API's message.
+pub fn profile_to_pb(profile: &Profile) -> pb::AgentProfile {
+    pb::AgentProfile {
+        name: profile.name.clone(),
+        description: profile.description.clone(),
+        command: profile.command.clone(),
+        models: profile.models.clone(),
+        resumable: profile.resumable(),
+        transcript_format: profile
+            .transcript
+            .as_ref()
+            .map(|t| t.format.as_str().to_owned())
+            .unwrap_or_default(),
     }
 }

@@ -7,8 +7,8 @@ use corral::pb;
 use corral::pb::session_service_server::SessionService;
 use tonic::{Request, Response, Status};
 
-use super::convert::session_to_pb;
-use super::{Api, run_detached, session_ref, unimplemented};
+use super::convert::{message_to_pb, session_to_pb};
+use super::{Api, run_detached, session_ref, worker_ref};
 use crate::error::Error;
 use crate::manager::{ListSessions, NewSession, NewWorker, SessionPatch, SourceSpec, WorkerSpec};
 
@@ -311,16 +311,58 @@ impl SessionService for SessionApi {
 
     async fn list_messages(
         &self,
-        _request: Request<pb::ListMessagesRequest>,
+        request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
-        Err(unimplemented("SessionService.ListMessages"))
+        let request = request.into_inner();
+        let session = session_ref("parent", &request.parent)?;
+        let (messages, next, total) = self
+            .0
+            .manager
+            .list_messages(&session, request.page_size, &request.page_token)
+            .await?;
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: messages.iter().map(message_to_pb).collect(),
+            next_page_token: next,
+            total_size: i32::try_from(total).unwrap_or(i32::MAX),
+        }))
     }
 
     async fn send_message(
         &self,
-        _request: Request<pb::SendMessageRequest>,
+        request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        Err(unimplemented("SessionService.SendMessage"))
+        let request = request.into_inner();
+        let session = session_ref("name", &request.name)?;
+        let worker = if request.worker.is_empty() {
+            None
+        } else if request.worker.contains('/') {
+            let (worker_session, worker) = worker_ref("worker", &request.worker)?;
+            if worker_session != session {
+                return Err(Error::invalid(
+                    "worker",
+                    format!("{:?} is not a worker of {:?}", request.worker, request.name),
+                )
+                .into());
+            }
+            Some(worker)
+        } else {
+            Some(
+                crate::domain::names::parse_worker_name(
+                    "worker",
+                    &format!("{}/workers/{}", request.name, request.worker),
+                )
+                .map_err(Error::Invalid)?
+                .1,
+            )
+        };
+        let message = self
+            .0
+            .manager
+            .send_message(&session, worker.as_ref(), request.text)
+            .await?;
+        Ok(Response::new(pb::SendMessageResponse {
+            message: Some(message_to_pb(&message)),
+        }))
     }
 
     type ExportSessionStream =
@@ -328,15 +370,68 @@ impl SessionService for SessionApi {
 
     async fn export_session(
         &self,
-        _request: Request<pb::ExportSessionRequest>,
+        request: Request<pb::ExportSessionRequest>,
     ) -> Result<Response<Self::ExportSessionStream>, Status> {
-        Err(unimplemented("SessionService.ExportSession"))
+        use crate::agent::export::Format;
+        use futures::StreamExt;
+        let request = request.into_inner();
+        let session = session_ref("name", &request.name)?;
+        let format = match pb::export_session_request::Format::try_from(request.format) {
+            Ok(pb::export_session_request::Format::Json) => Format::Json,
+            Ok(pb::export_session_request::Format::Csv) => Format::Csv,
+            Ok(pb::export_session_request::Format::Markdown) => Format::Markdown,
+            _ => {
+                return Err(Error::invalid("format", "is required: JSON, CSV or MARKDOWN").into());
+            }
+        };
+        let export = self.0.manager.export_session(&session, format).await?;
+        let mut first = Some((
+            export.format.content_type().to_owned(),
+            export.filename.clone(),
+        ));
+        let stream =
+            tokio_stream::wrappers::ReceiverStream::new(export.chunks).map(
+                move |chunk| match chunk {
+                    Ok(data) => {
+                        let (content_type, filename) = first.take().unwrap_or_default();
+                        Ok(pb::ExportSessionResponse {
+                            data,
+                            content_type,
+                            filename,
+                        })
+                    }
+                    Err(err) => Err(Status::from(err)),
+                },
+            );
+        Ok(Response::new(stream.boxed()))
     }
 
     async fn search_messages(
         &self,
-        _request: Request<pb::SearchMessagesRequest>,
+        request: Request<pb::SearchMessagesRequest>,
     ) -> Result<Response<pb::SearchMessagesResponse>, Status> {
-        Err(unimplemented("SessionService.SearchMessages"))
+        let request = request.into_inner();
+        let (hits, next) = self
+            .0
+            .manager
+            .search_messages(
+                &request.query,
+                &request.filter,
+                request.page_size,
+                &request.page_token,
+            )
+            .await?;
+        Ok(Response::new(pb::SearchMessagesResponse {
+            results: hits
+                .iter()
+                .map(|hit| pb::search_messages_response::Result {
+                    session: format!("sessions/{}", hit.session_id),
+                    message: Some(message_to_pb(&hit.message())),
+                    snippet: hit.snippet.clone(),
+                    score: hit.score,
+                })
+                .collect(),
+            next_page_token: next,
+        }))
     }
 }

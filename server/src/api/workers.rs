@@ -17,9 +17,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{exit_to_pb, size_to_pb, worker_to_pb};
+use super::convert::{activity_update_to_pb, exit_to_pb, profile_to_pb, size_to_pb, worker_to_pb};
 use super::sessions::new_worker;
-use super::{Api, run_detached, session_ref, unimplemented, worker_ref};
+use super::{Api, run_detached, session_ref, worker_ref};
 use crate::domain::names::Ref;
 use crate::error::Error;
 use crate::manager::Attachment;
@@ -224,7 +224,10 @@ impl WorkerService for WorkerApi {
         &self,
         _request: Request<pb::ListAgentProfilesRequest>,
     ) -> Result<Response<pb::ListAgentProfilesResponse>, Status> {
-        Err(unimplemented("WorkerService.ListAgentProfiles"))
+        let profiles = &self.0.manager.agents().profiles;
+        Ok(Response::new(pb::ListAgentProfilesResponse {
+            profiles: profiles.iter().map(|p| profile_to_pb(p)).collect(),
+        }))
     }
 }
 
@@ -274,8 +277,31 @@ impl Pump {
         }
         tracing::debug!(worker_id = %worker, "client attached");
         let mut inbound_open = true;
+        // Agent workers: activity changes become `update` frames (a `watch`: a
+        // slow client skips to the latest value, it never queues old ones).
+        let mut activity = attachment.activity.take();
         loop {
             tokio::select! {
+                changed = async {
+                    match activity.as_mut() {
+                        Some(receiver) => receiver.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match changed {
+                        Ok(()) => {
+                            let update = activity
+                                .as_mut()
+                                .map(|receiver| activity_update_to_pb(&receiver.borrow_and_update()));
+                            if let Some(update) = update
+                                && !self.send(frame(Out::Update(update))).await
+                            {
+                                break;
+                            }
+                        }
+                        Err(_) => activity = None,
+                    }
+                }
                 () = self.shutdown.cancelled() => {
                     let _ = self.tx.try_send(Err(Status::unavailable("the server is shutting down")));
                     break;

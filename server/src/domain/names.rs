@@ -102,6 +102,43 @@ pub fn parse_worker_name(field: &str, name: &str) -> Result<(Ref, Ref), Invalid>
     }
 }
 
+/// Parses `sessions/{session}/workers/{worker}/checkpoints/{version}`, where
+/// `{version}` is the checkpoint's version (1, 2, …) within its worker.
+pub fn parse_checkpoint_name(field: &str, name: &str) -> Result<(Ref, Ref, i64), Invalid> {
+    match name.split('/').collect::<Vec<_>>().as_slice() {
+        [
+            "sessions",
+            session,
+            "workers",
+            worker,
+            "checkpoints",
+            version,
+        ] if !session.is_empty() && !worker.is_empty() => {
+            let version = version
+                .parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| {
+                    Invalid::new(
+                        field,
+                        format!("checkpoint {version:?} is not a version number (1, 2, …)"),
+                    )
+                })?;
+            Ok((
+                parse_segment(field, "session", session)?,
+                parse_segment(field, "worker", worker)?,
+                version,
+            ))
+        }
+        _ => Err(Invalid::new(
+            field,
+            format!(
+                "{name:?} is not a checkpoint name; expected \"sessions/{{session}}/workers/{{worker}}/checkpoints/{{version}}\""
+            ),
+        )),
+    }
+}
+
 /// `sessions/{id}`.
 pub fn session_name(id: Uuid) -> String {
     format!("sessions/{id}")

@@ -12,6 +12,9 @@
 //! anything is spawned, and whoever loses a race against a concurrent stop cleans
 //! up what it spawned.
 
+mod agents;
+mod checkpoints;
+mod conversation;
 pub mod lifecycle;
 mod retention;
 mod sessions;
@@ -21,13 +24,14 @@ mod worktrees;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::agent::{AgentRuntime, AgentSettings, Profiles};
 use crate::clock::{Clock, micros_of};
 use crate::config::Config;
 use crate::domain::names::Ref;
@@ -36,6 +40,8 @@ use crate::error::{Error, Result};
 use crate::store::entities::worker;
 use crate::store::{SessionRow, Store};
 use crate::supervisor::{Supervisor, SupervisorConfig, SupervisorEvent, WindowSize};
+pub use agents::checkpoint_name;
+pub use conversation::{Export, SearchResult, message_name};
 pub use lifecycle::{Cause, Retention};
 pub use sessions::{ListSessions, NewSession, SessionPatch, SourceSpec, etag};
 pub use workers::{Attachment, NewWorker, WorkerSpec};
@@ -127,6 +133,10 @@ pub struct Manager {
     /// for the first's write.
     recorded_exits: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<u64>>>>,
     shutdown: CancellationToken,
+    /// Agent profiles and the live state of agent workers.
+    agents: Arc<AgentRuntime>,
+    /// The manager itself, for tasks it spawns (crash restarts, agent monitors).
+    me: Weak<Manager>,
 }
 
 impl Manager {
@@ -148,13 +158,21 @@ impl Manager {
             },
             events_tx,
         );
-        let manager = Arc::new(Manager {
+        let path = config.profiles.clone();
+        let profiles = tokio::task::spawn_blocking(move || Profiles::load(path.as_deref()))
+            .await
+            .map_err(|e| Error::Internal(format!("loading agent profiles: {e}")))?
+            .map_err(|e| Error::Internal(format!("agent profiles: {e}")))?;
+        let agents = Arc::new(AgentRuntime::new(profiles, agent_settings(config)));
+        let manager = Arc::new_cyclic(|me| Manager {
             settings: Settings::from_config(config),
             store,
             supervisor,
             clock,
             recorded_exits: Mutex::new(HashMap::new()),
             shutdown,
+            agents,
+            me: me.clone(),
         });
         manager.reconcile().await?;
         tokio::spawn(exit_listener(Arc::downgrade(&manager), events_rx));
@@ -174,6 +192,11 @@ impl Manager {
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Agent profiles and the live state of agent workers.
+    pub fn agents(&self) -> &Arc<AgentRuntime> {
+        &self.agents
     }
 
     /// Cancelled when the server shuts down; long-lived streams select on it.
@@ -341,6 +364,21 @@ impl Manager {
     /// Lists labels of a session for display (sorted).
     pub fn labels(row: &SessionRow) -> &BTreeMap<String, String> {
         &row.labels
+    }
+}
+
+/// The agent settings of `config`.
+fn agent_settings(config: &Config) -> AgentSettings {
+    AgentSettings {
+        checkpoint_ttl: config.checkpoint_ttl,
+        max_crashes: config.agent_max_crashes,
+        restart_backoff: config.agent_restart_backoff,
+        resume_verify: config.resume_verify_timeout,
+        transcript_poll: config.transcript_poll,
+        activity_settle: config.activity_settle,
+        max_prompt_bytes: config.max_prompt_bytes,
+        max_message_bytes: config.max_message_bytes,
+        ..AgentSettings::default()
     }
 }
 

@@ -572,6 +572,7 @@ impl Manager {
         let (_, row) = self
             .act(session, Action::Delete, etag, |_, _| Ok(()))
             .await?;
+        self.drop_checkpoints(&row.model.id).await?;
         self.forget_workers(&row.model.id).await?;
         let row = self.retire_worktree(row, delete_branch).await?;
         self.view(row).await

@@ -41,6 +41,7 @@ impl Manager {
             }
             Action::Discard => {
                 let (_, row) = self.act(session, action, etag, |_, _| Ok(())).await?;
+                self.drop_checkpoints(&row.model.id).await?;
                 self.forget_workers(&row.model.id).await?;
                 let row = self.retire_worktree(row, false).await?;
                 self.view(row).await
@@ -153,6 +154,7 @@ impl Manager {
             .automatic(session_id, Event::RetriesExhausted, &why)
             .await?
         {
+            self.drop_checkpoints(session_id).await?;
             self.forget_workers(session_id).await?;
             self.retire_worktree(row, false).await?;
         }

@@ -66,6 +66,8 @@ pub struct Attachment {
     /// The replay covers `[replay_start, replay_end)`.
     pub replay_start: u64,
     pub replay_end: u64,
+    /// Agent workers: their activity, for `WorkerUpdate` frames.
+    pub activity: Option<tokio::sync::watch::Receiver<crate::agent::ActivityState>>,
 }
 
 /// Most arguments of a terminal command, and bytes per argument.
@@ -117,6 +119,18 @@ fn validate_terminal(command: &[String], env: &BTreeMap<String, String>) -> Resu
     Ok(())
 }
 
+/// The name a new agent worker gets when none is given: its profile's name
+/// (`claude`), then `claude-2`, … (a profile name is a valid display name).
+fn default_agent_name(profile: &str, taken: &[&str]) -> String {
+    if !taken.contains(&profile) {
+        return profile.to_owned();
+    }
+    (2..)
+        .map(|n| format!("{profile}-{n}"))
+        .find(|name| !taken.contains(&name.as_str()))
+        .unwrap_or_else(|| format!("{profile}-{}", Uuid::new_v4().simple()))
+}
+
 /// The name a new terminal worker gets when none is given.
 fn default_worker_name(taken: &[&str]) -> String {
     if !taken.contains(&"shell") {
@@ -139,7 +153,10 @@ impl Manager {
         now: i64,
     ) -> Result<worker::Model> {
         let display_name = if spec.display_name.is_empty() {
-            default_worker_name(taken)
+            match &spec.spec {
+                WorkerSpec::Agent { profile, .. } => default_agent_name(profile, taken),
+                WorkerSpec::Terminal { .. } => default_worker_name(taken),
+            }
         } else {
             validate_display_name("worker.display_name", &spec.display_name)?;
             if taken.contains(&spec.display_name.as_str()) {
@@ -160,11 +177,26 @@ impl Manager {
                     serde_json::to_string(env).unwrap_or_else(|_| "{}".into()),
                 )
             }
-            WorkerSpec::Agent { .. } => {
-                return Err(Error::Unimplemented {
-                    rpc: "agent workers (Worker.agent)",
-                });
+            WorkerSpec::Agent {
+                profile,
+                model,
+                extra_args,
+            } => {
+                self.check_agent_spec(profile, model, extra_args)?;
+                (worker_kind::AGENT, "[]".into(), "{}".into())
             }
+        };
+        let (agent_profile, agent_model, extra_args) = match &spec.spec {
+            WorkerSpec::Agent {
+                profile,
+                model,
+                extra_args,
+            } => (
+                profile.clone(),
+                model.clone(),
+                serde_json::to_string(extra_args).unwrap_or_else(|_| "[]".into()),
+            ),
+            WorkerSpec::Terminal { .. } => (String::new(), String::new(), "[]".into()),
         };
         let default_size = WindowSize::default();
         Ok(worker::Model {
@@ -175,9 +207,9 @@ impl Manager {
             kind: kind.into(),
             command,
             env,
-            agent_profile: String::new(),
-            model: String::new(),
-            extra_args: "[]".into(),
+            agent_profile,
+            model: agent_model,
+            extra_args,
             agent_session_id: String::new(),
             state: worker_state::PENDING.into(),
             last_error: String::new(),
@@ -192,10 +224,16 @@ impl Manager {
             start_time: None,
             exit_time: None,
             restart_count: 0,
+            activity: if kind == worker_kind::AGENT {
+                crate::agent::Activity::Unknown.as_str().into()
+            } else {
+                String::new()
+            },
+            activity_evidence: String::new(),
         })
     }
 
-    async fn load_worker(
+    pub(super) async fn load_worker(
         &self,
         session: &Ref,
         worker: &Ref,
@@ -257,7 +295,7 @@ impl Manager {
         Ok(self.worker_view(model))
     }
 
-    async fn reload_worker(&self, model: &worker::Model) -> Result<worker::Model> {
+    pub(super) async fn reload_worker(&self, model: &worker::Model) -> Result<worker::Model> {
         let id = parse_id(&model.id)?;
         self.store
             .find_worker(&model.session_id, &Ref::Id(id))
@@ -336,6 +374,9 @@ impl Manager {
             .delete_worker(&model.id, self.now(), vec![event])
             .await?;
         self.supervisor.forget(id);
+        if model.kind == worker_kind::AGENT {
+            self.forget_agent(&model).await?;
+        }
         tracing::info!(worker_id = %model.id, "worker deleted");
         if state == State::Active {
             self.stop_if_all_exited(&model.session_id).await?;
@@ -466,11 +507,16 @@ impl Manager {
         let (subscription, replay_start, replay_end) = handle
             .subscribe(replay)
             .map_err(|_| self.not_running(&model))?;
+        let activity = (model.kind == worker_kind::AGENT)
+            .then(|| parse_id(&model.id).ok())
+            .flatten()
+            .map(|id| self.agents.worker(id).activity.subscribe());
         let view = self.worker_view(model);
         Ok(Attachment {
             subscription,
             handle,
             worker: view,
+            activity,
             replay_start,
             replay_end,
         })
@@ -571,8 +617,12 @@ impl Manager {
         model: &worker::Model,
         separator: &str,
     ) -> std::result::Result<(), String> {
-        let session_id = parse_id(&row.model.id).map_err(|e| e.to_string())?;
-        let worker_id = parse_id(&model.id).map_err(|e| e.to_string())?;
+        if model.kind == worker_kind::AGENT {
+            return self
+                .spawn_agent(row, model, separator, super::agents::StartCause::Client)
+                .await
+                .map(|_| ());
+        }
         let command: Vec<String> = serde_json::from_str(&model.command).unwrap_or_default();
         let extra_env: BTreeMap<String, String> =
             serde_json::from_str(&model.env).unwrap_or_default();
@@ -581,6 +631,34 @@ impl Manager {
         } else {
             Program::Argv(command)
         };
+        let env = child_env(
+            &self.settings.worker_env,
+            &row.model.display_name,
+            &row.model.id,
+            &model.display_name,
+            &extra_env,
+        );
+        self.start_process(row, model, program, env, separator, None, String::new())
+            .await
+            .map(|_| ())
+    }
+
+    /// Starts `program` as a run of worker `model` and records it (RUNNING, pid,
+    /// WORKER_STARTED with `reason`); `agent_session_id`, when given, is stored
+    /// with it. On failure marks the worker FAILED and returns the reason.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn start_process(
+        &self,
+        row: &SessionRow,
+        model: &worker::Model,
+        program: Program,
+        env: Vec<(String, String)>,
+        separator: &str,
+        agent_session_id: Option<String>,
+        reason: String,
+    ) -> std::result::Result<WorkerHandle, String> {
+        let session_id = parse_id(&row.model.id).map_err(|e| e.to_string())?;
+        let worker_id = parse_id(&model.id).map_err(|e| e.to_string())?;
         let size = self
             .supervisor
             .handle(worker_id)
@@ -592,13 +670,7 @@ impl Manager {
         let spec = SpawnSpec {
             program: program.clone(),
             cwd: row.model.work_dir.clone().into(),
-            env: child_env(
-                &self.settings.worker_env,
-                &row.model.display_name,
-                &row.model.id,
-                &model.display_name,
-                &extra_env,
-            ),
+            env,
             size,
         };
         let now = self.now();
@@ -621,6 +693,9 @@ impl Manager {
                 new.exit_signal = None;
                 new.exit_time = None;
                 new.last_error.clear();
+                if let Some(id) = agent_session_id {
+                    new.agent_session_id = id;
+                }
                 if model.start_time.is_some() {
                     new.restart_count += 1;
                 }
@@ -628,13 +703,16 @@ impl Manager {
                     EventKind::WorkerStarted,
                     &model.session_id,
                     &model.id,
-                    EventPayload::default(),
+                    EventPayload {
+                        reason,
+                        ..Default::default()
+                    },
                 );
                 self.store
                     .update_worker(model, &new, now, vec![event])
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok(())
+                Ok(handle)
             }
             Err(err) => {
                 let reason = format!(
@@ -642,15 +720,24 @@ impl Manager {
                     model.display_name,
                     program.describe()
                 );
-                let mut new = model.clone();
-                new.state = worker_state::FAILED.into();
-                new.last_error = reason.clone();
-                new.pid = None;
-                if let Err(db) = self.store.update_worker(model, &new, now, Vec::new()).await {
-                    tracing::error!(%db, "recording a worker failure");
-                }
+                self.mark_worker_failed(model, &reason).await;
                 Err(reason)
             }
+        }
+    }
+
+    /// Marks a worker that could not start FAILED with `reason`.
+    pub(super) async fn mark_worker_failed(&self, model: &worker::Model, reason: &str) {
+        let mut new = model.clone();
+        new.state = worker_state::FAILED.into();
+        new.last_error = reason.to_owned();
+        new.pid = None;
+        if let Err(db) = self
+            .store
+            .update_worker(model, &new, self.now(), Vec::new())
+            .await
+        {
+            tracing::error!(%db, "recording a worker failure");
         }
     }
 
@@ -695,6 +782,17 @@ impl Manager {
         let mut new = model.clone();
         new.state = worker_state::STOPPED.into();
         new.pid = None;
+        if model.kind == worker_kind::AGENT {
+            // Its last activity is history: nothing runs any more.
+            new.activity = crate::agent::Activity::Unknown.as_str().into();
+            new.activity_evidence = serde_json::to_string(&crate::agent::Evidence {
+                rule: "corral/not-running".into(),
+                source: "corral".into(),
+                matched_text: String::new(),
+                time: self.now(),
+            })
+            .unwrap_or_default();
+        }
         self.store
             .update_worker(model, &new, self.now(), Vec::new())
             .await
@@ -763,6 +861,9 @@ impl Manager {
             .update_worker(&current, &new, self.now(), vec![event])
             .await?;
         *last = generation;
+        if current.kind == worker_kind::AGENT {
+            self.agent_run_ended(&new, generation, exit, stopped).await;
+        }
         Ok(true)
     }
 
@@ -786,10 +887,24 @@ impl Manager {
         if !self.record_exit(&model, generation, exit, stopped).await? || stopped {
             return Ok(());
         }
-        if let Some(reason) = exit_failure(&model, exit) {
+        // A program that never started fails its session. An agent that crashed is
+        // restarted from its checkpoint first (`on_agent_crash` fails the session
+        // once it crashed too often).
+        if exit.exec_failure.is_some()
+            && let Some(reason) = exit_failure(&model, exit)
+        {
             self.stop_workers(&model.session_id, self.settings.stop_grace)
                 .await?;
             return self.fail(&model.session_id, &reason).await;
+        }
+        if model.kind == worker_kind::AGENT {
+            if self.agents.worker(worker_id).is_verifying(generation) {
+                // A resume being verified: its launcher decides what happens next.
+                return Ok(());
+            }
+            if !exit.success() {
+                return self.on_agent_crash(&model, exit).await;
+            }
         }
         self.stop_if_all_exited(&model.session_id).await
     }
@@ -838,7 +953,7 @@ fn exit_failure(model: &worker::Model, exit: &ExitInfo) -> Option<String> {
 /// The explicit environment of a worker's process: a few variables of the
 /// server's own (see [`INHERITED_ENV`] and `LC_*`), the server's `--worker-env`,
 /// the terminal's, Corral's, then the worker's own.
-fn child_env(
+pub(super) fn child_env(
     configured: &[(String, String)],
     session_name: &str,
     session_id: &str,
@@ -916,6 +1031,8 @@ mod tests {
             start_time: None,
             exit_time: None,
             restart_count: 0,
+            activity: String::new(),
+            activity_evidence: String::new(),
         };
         let code = |code| ExitInfo {
             code: Some(code),

@@ -107,6 +107,10 @@ pub mod worker {
         pub start_time: Option<i64>,
         pub exit_time: Option<i64>,
         pub restart_count: i32,
+        /// Agents: `WORKING`, `WAITING_FOR_INPUT`, `IDLE`, `UNKNOWN`; empty for terminals.
+        pub activity: String,
+        /// Agents: JSON of the evidence for `activity` (`agent::Evidence`).
+        pub activity_evidence: String,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

@@ -95,6 +95,12 @@ pub struct EventPayload {
     /// Activity changes: the evidence (rule that matched).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rule: String,
+    /// Activity changes: where the evidence comes from (`screen`, `transcript`, `corral`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// Activity changes: the text that matched (at most 200 bytes).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub matched_text: String,
     /// Checkpoints: the checkpoint's resource name.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub checkpoint: String,

@@ -8,8 +8,10 @@
 //! On SQLite, write transactions start with `BEGIN IMMEDIATE` so they queue on the
 //! busy timeout instead of failing when two connections upgrade to writers at once.
 
+pub mod checkpoints;
 pub mod entities;
 pub mod events;
+pub mod messages;
 mod retention;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,796 @@
+//! Reading agents' own transcripts: Claude Code's JSONL and Codex CLI's rollout
+//! JSONL, one JSON object per line.
+//!
+//! Parsing is pure ([`TranscriptParser::parse_line`]) and forgiving: the formats
+//! grow with every release, so a line of an unknown `type`, an unknown field, a
+//! block of an unknown kind or a line that is not JSON at all is skipped, never an
+//! error. Each message gets a `key` that is stable across readings of the same
+//! file (the line's `uuid` for Claude Code, the file and byte offset for Codex),
+//! so indexing a transcript twice stores each message once.
+//!
+//! Claude Code (after `daaain/claude-code-log`'s description of the format, and the
+//! fixtures in `tests/fixtures/claude-code/`): a line has `type` (`user`,
+//! `assistant`, `system`, `summary`, …), `uuid`, `sessionId`, `cwd`, `timestamp`
+//! and `message` (`role`, `content` as a string or a list of `text` / `thinking` /
+//! `tool_use` / `tool_result` / `image` blocks, and for assistants `model` and
+//! `stop_reason`). Sidechain lines (sub-agents) and meta lines are not part of the
+//! conversation.
+//!
+//! Codex CLI: lines `{"timestamp", "type", "payload"}` where `session_meta` carries
+//! the id and cwd, `response_item` a `message` / `function_call` /
+//! `function_call_output`, and `event_msg` a `task_complete` at the end of a turn;
+//! older files have the items themselves on each line.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use super::activity::TurnSignal;
+use super::profile::{TranscriptFormat, TranscriptSpec, Vars, expand};
+use crate::clock::Micros;
+
+/// Longest message text kept, in bytes; longer texts (huge tool outputs) are cut
+/// with a note saying how much was left out.
+pub const MAX_MESSAGE_TEXT_BYTES: usize = 128 * 1024;
+/// Tool-use ids remembered per transcript to name tool results.
+const MAX_TOOL_NAMES: usize = 10_000;
+
+/// The role of a message (`corral.v1.Message.Role` names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A person's prompt.
+    User,
+    /// The agent's answer.
+    Assistant,
+    /// A tool call (its input) or result (its output).
+    Tool,
+    /// A note of the agent program itself.
+    System,
+}
+
+impl Role {
+    /// The stored name (`ASSISTANT`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "USER",
+            Role::Assistant => "ASSISTANT",
+            Role::Tool => "TOOL",
+            Role::System => "SYSTEM",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<Role> {
+        [Role::User, Role::Assistant, Role::Tool, Role::System]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+}
+
+/// One message read from a transcript.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedMessage {
+    /// Stable identity within the session (see the module doc).
+    pub key: String,
+    /// Who speaks.
+    pub role: Role,
+    /// The text (a tool call's input as JSON).
+    pub text: String,
+    /// For tool calls and results: the tool.
+    pub tool_name: String,
+    /// When the agent wrote it (µs), if the line says.
+    pub time: Option<Micros>,
+}
+
+/// What one transcript line contributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParsedLine {
+    /// The messages of the line, in order.
+    pub messages: Vec<ParsedMessage>,
+    /// Whether the line opens/continues a turn or ends one; `None` when it says
+    /// nothing about turns.
+    pub turn: Option<TurnSignal>,
+    /// The agent's conversation id, when the line carries it.
+    pub session_id: Option<String>,
+    /// The agent's working directory, when the line carries it.
+    pub cwd: Option<String>,
+    /// The model that answered, when the line carries it.
+    pub model: Option<String>,
+}
+
+/// A stateful reader of one transcript: remembers tool-use ids to name results.
+#[derive(Debug)]
+pub struct TranscriptParser {
+    format: TranscriptFormat,
+    /// Prefix of keys for lines without their own id (the file's name).
+    file_tag: String,
+    tool_names: HashMap<String, String>,
+}
+
+impl TranscriptParser {
+    /// A parser for a transcript of `format` stored in a file called `file_name`.
+    pub fn new(format: TranscriptFormat, file_name: &str) -> Self {
+        TranscriptParser {
+            format,
+            file_tag: file_name.to_owned(),
+            tool_names: HashMap::new(),
+        }
+    }
+
+    /// Parses one line (without its newline) that starts at byte `offset` of the
+    /// file. Never fails: what it does not understand it skips.
+    pub fn parse_line(&mut self, line: &[u8], offset: u64) -> ParsedLine {
+        let Ok(value) = serde_json::from_slice::<Value>(line) else {
+            return ParsedLine::default();
+        };
+        if !value.is_object() {
+            return ParsedLine::default();
+        }
+        match self.format {
+            TranscriptFormat::ClaudeJsonl => self.claude(&value, offset),
+            TranscriptFormat::CodexJsonl => self.codex(&value, offset),
+        }
+    }
+
+    fn remember_tool(&mut self, id: &str, name: &str) {
+        if self.tool_names.len() >= MAX_TOOL_NAMES {
+            self.tool_names.clear();
+        }
+        self.tool_names.insert(id.to_owned(), name.to_owned());
+    }
+
+    fn claude(&mut self, line: &Value, offset: u64) -> ParsedLine {
+        let mut parsed = ParsedLine {
+            session_id: str_field(line, "sessionId"),
+            cwd: str_field(line, "cwd"),
+            ..Default::default()
+        };
+        let kind = line.get("type").and_then(Value::as_str).unwrap_or_default();
+        if !matches!(kind, "user" | "assistant" | "system")
+            || line.get("isSidechain").and_then(Value::as_bool) == Some(true)
+            || line.get("isMeta").and_then(Value::as_bool) == Some(true)
+        {
+            return parsed;
+        }
+        let base = str_field(line, "uuid").unwrap_or_else(|| format!("{}:{offset}", self.file_tag));
+        let time = line
+            .get("timestamp")
+            .and_then(Value::as_str)
+            .and_then(parse_time);
+        let mut out = Messages::new(base, time);
+        if kind == "system" {
+            if let Some(text) = line.get("content").and_then(Value::as_str) {
+                out.push(Role::System, text, "");
+            }
+            parsed.messages = out.done();
+            return parsed;
+        }
+        let message = line.get("message").unwrap_or(&Value::Null);
+        let content = message.get("content").unwrap_or(&Value::Null);
+        if kind == "user" {
+            match content {
+                Value::String(text) => {
+                    out.push(Role::User, text, "");
+                    parsed.turn = Some(TurnSignal::Open);
+                }
+                Value::Array(blocks) => {
+                    let mut text = Vec::new();
+                    for block in blocks {
+                        match block.get("type").and_then(Value::as_str) {
+                            Some("text") => {
+                                if let Some(t) = block.get("text").and_then(Value::as_str) {
+                                    text.push(t.to_owned());
+                                }
+                            }
+                            Some("image") => text.push("[image]".into()),
+                            Some("tool_result") => {
+                                let name = block
+                                    .get("tool_use_id")
+                                    .and_then(Value::as_str)
+                                    .and_then(|id| self.tool_names.get(id))
+                                    .cloned()
+                                    .unwrap_or_default();
+                                let output = block_text(block.get("content"));
+                                out.push(Role::Tool, &output, &name);
+                            }
+                            _ => {}
+                        }
+                    }
+                    if !text.is_empty() {
+                        out.push_first(Role::User, &text.join("\n\n"));
+                    }
+                    if !out.is_empty() {
+                        parsed.turn = Some(TurnSignal::Open);
+                    }
+                }
+                _ => {}
+            }
+        } else {
+            parsed.model = str_field(message, "model");
+            if let Value::Array(blocks) = content {
+                let mut text: Vec<String> = Vec::new();
+                for block in blocks {
+                    match block.get("type").and_then(Value::as_str) {
+                        Some("text") => {
+                            if let Some(t) = block.get("text").and_then(Value::as_str) {
+                                text.push(t.to_owned());
+                            }
+                        }
+                        Some("tool_use") => {
+                            if !text.is_empty() {
+                                out.push(Role::Assistant, &text.join("\n\n"), "");
+                                text.clear();
+                            }
+                            let name = str_field(block, "name").unwrap_or_default();
+                            if let Some(id) = block.get("id").and_then(Value::as_str) {
+                                self.remember_tool(id, &name);
+                            }
+                            let input =
+                                block.get("input").map(Value::to_string).unwrap_or_default();
+                            out.push(Role::Tool, &input, &name);
+                        }
+                        _ => {}
+                    }
+                }
+                if !text.is_empty() {
+                    out.push(Role::Assistant, &text.join("\n\n"), "");
+                }
+            } else if let Value::String(text) = content {
+                out.push(Role::Assistant, text, "");
+            }
+            parsed.turn = Some(match message.get("stop_reason").and_then(Value::as_str) {
+                Some(reason) if reason != "tool_use" => TurnSignal::Ended,
+                _ => TurnSignal::Open,
+            });
+        }
+        parsed.messages = out.done();
+        parsed
+    }
+
+    fn codex(&mut self, line: &Value, offset: u64) -> ParsedLine {
+        let mut parsed = ParsedLine::default();
+        let kind = line.get("type").and_then(Value::as_str).unwrap_or_default();
+        let payload = line.get("payload").unwrap_or(&Value::Null);
+        let time = line
+            .get("timestamp")
+            .and_then(Value::as_str)
+            .and_then(parse_time);
+        let item = match kind {
+            "session_meta" => {
+                parsed.session_id = str_field(payload, "id");
+                parsed.cwd = str_field(payload, "cwd");
+                return parsed;
+            }
+            "turn_context" => {
+                parsed.model = str_field(payload, "model");
+                parsed.cwd = str_field(payload, "cwd");
+                return parsed;
+            }
+            "event_msg" => {
+                if payload.get("type").and_then(Value::as_str) == Some("task_complete") {
+                    parsed.turn = Some(TurnSignal::Ended);
+                }
+                return parsed;
+            }
+            "response_item" => payload,
+            // Older rollouts: the first line is the session, then bare items.
+            "" => {
+                if line.get("instructions").is_some() || line.get("git").is_some() {
+                    parsed.session_id = str_field(line, "id");
+                }
+                return parsed;
+            }
+            _ => line,
+        };
+        let mut out = Messages::new(format!("{}:{offset}", self.file_tag), time);
+        match item.get("type").and_then(Value::as_str) {
+            Some("message") => {
+                let role = item.get("role").and_then(Value::as_str).unwrap_or_default();
+                let text = match item.get("content") {
+                    Some(Value::Array(blocks)) => blocks
+                        .iter()
+                        .filter_map(|b| b.get("text").and_then(Value::as_str))
+                        .collect::<Vec<_>>()
+                        .join("\n\n"),
+                    Some(Value::String(text)) => text.clone(),
+                    _ => String::new(),
+                };
+                let injected = text.trim_start().starts_with("<environment_context>")
+                    || text.trim_start().starts_with("<user_instructions>");
+                match role {
+                    "user" if !injected => {
+                        out.push(Role::User, &text, "");
+                        parsed.turn = Some(TurnSignal::Open);
+                    }
+                    "assistant" => {
+                        out.push(Role::Assistant, &text, "");
+                        parsed.turn = Some(TurnSignal::Open);
+                    }
+                    _ => {}
+                }
+            }
+            Some("function_call" | "custom_tool_call") => {
+                let name = str_field(item, "name").unwrap_or_default();
+                if let Some(id) = item.get("call_id").and_then(Value::as_str) {
+                    self.remember_tool(id, &name);
+                }
+                let input = match item.get("arguments").or_else(|| item.get("input")) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                out.push(Role::Tool, &input, &name);
+                parsed.turn = Some(TurnSignal::Open);
+            }
+            Some("local_shell_call") => {
+                let action = item.get("action").map(Value::to_string).unwrap_or_default();
+                if let Some(id) = item.get("call_id").and_then(Value::as_str) {
+                    self.remember_tool(id, "shell");
+                }
+                out.push(Role::Tool, &action, "shell");
+                parsed.turn = Some(TurnSignal::Open);
+            }
+            Some("function_call_output" | "custom_tool_call_output") => {
+                let name = item
+                    .get("call_id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| self.tool_names.get(id))
+                    .cloned()
+                    .unwrap_or_default();
+                let output = match item.get("output") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Object(o)) => o
+                        .get("content")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| Value::Object(o.clone()).to_string()),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                out.push(Role::Tool, &output, &name);
+                parsed.turn = Some(TurnSignal::Open);
+            }
+            _ => {}
+        }
+        parsed.messages = out.done();
+        parsed
+    }
+}
+
+/// Collects the messages of one line with keys `<base>#<index>`.
+struct Messages {
+    base: String,
+    time: Option<Micros>,
+    items: Vec<(Role, String, String)>,
+}
+
+impl Messages {
+    fn new(base: String, time: Option<Micros>) -> Self {
+        Messages {
+            base,
+            time,
+            items: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, role: Role, text: &str, tool: &str) {
+        if text.trim().is_empty() && role != Role::Tool {
+            return;
+        }
+        self.items.push((role, cut(text), tool.to_owned()));
+    }
+
+    fn push_first(&mut self, role: Role, text: &str) {
+        if text.trim().is_empty() {
+            return;
+        }
+        self.items.insert(0, (role, cut(text), String::new()));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn done(self) -> Vec<ParsedMessage> {
+        self.items
+            .into_iter()
+            .enumerate()
+            .map(|(i, (role, text, tool_name))| ParsedMessage {
+                key: format!("{}#{i}", self.base),
+                role,
+                text,
+                tool_name,
+                time: self.time,
+            })
+            .collect()
+    }
+}
+
+fn str_field(value: &Value, field: &str) -> Option<String> {
+    value
+        .get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// The text of a `tool_result` content: a string, or a list of text blocks.
+fn block_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter_map(|b| match b.get("type").and_then(Value::as_str) {
+                Some("text") => b.get("text").and_then(Value::as_str).map(str::to_owned),
+                Some("image") => Some("[image]".into()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `text`, cut to [`MAX_MESSAGE_TEXT_BYTES`] with a note.
+fn cut(text: &str) -> String {
+    if text.len() <= MAX_MESSAGE_TEXT_BYTES {
+        return text.to_owned();
+    }
+    let kept = super::activity::truncate(text, MAX_MESSAGE_TEXT_BYTES);
+    format!(
+        "{kept}\n… [{} more bytes not kept by Corral]",
+        text.len() - kept.len()
+    )
+}
+
+/// Parses an RFC 3339 time to µs since the epoch.
+pub fn parse_time(text: &str) -> Option<Micros> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
+/// The pattern of transcript file names of a profile, with the conversation id as
+/// the capture group `id`. Conversation ids of the known formats are UUIDs, which
+/// also keeps other files of the directory (a sub-agent's `agent-*.jsonl`) out.
+pub fn file_pattern(spec: &TranscriptSpec, vars: &Vars<'_>) -> regex::Regex {
+    let template = expand(
+        &spec.file,
+        &Vars {
+            session_id: "\u{0}",
+            ..vars.clone()
+        },
+    );
+    let mut pattern = String::from("^");
+    for (i, part) in template.split('\u{0}').enumerate() {
+        if i > 0 {
+            pattern.push_str(UUID_PATTERN);
+        }
+        let literal: Vec<String> = part.split('*').map(regex::escape).collect();
+        pattern.push_str(&literal.join(".*"));
+    }
+    pattern.push('$');
+    // Every piece is escaped: the pattern always compiles.
+    regex::Regex::new(&pattern).unwrap_or_else(|_| regex::Regex::new("^$").expect("valid"))
+}
+
+const UUID_PATTERN: &str =
+    "(?P<id>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})";
+
+/// Files under `dir` (and its subdirectories, at most 4 deep, when `recursive`)
+/// whose names match `pattern`, with their modification times. Blocking: call it
+/// on the blocking pool.
+fn matching_files(
+    dir: &Path,
+    pattern: &regex::Regex,
+    recursive: bool,
+) -> Vec<(PathBuf, SystemTime)> {
+    fn walk(dir: &Path, pattern: &regex::Regex, depth: u32, out: &mut Vec<(PathBuf, SystemTime)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let path = entry.path();
+            if meta.is_dir() {
+                if depth > 0 {
+                    walk(&path, pattern, depth - 1, out);
+                }
+            } else if pattern.is_match(&entry.file_name().to_string_lossy()) {
+                out.push((path, meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, pattern, if recursive { 4 } else { 0 }, &mut out);
+    out
+}
+
+/// Finds the transcript of conversation `vars.session_id`: the expected path, or
+/// (when the file name has wildcards, the directory is searched recursively, or
+/// Claude Code shortened a long directory name) the newest matching file.
+/// Blocking.
+pub fn locate(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<PathBuf> {
+    let dir = PathBuf::from(expand(&spec.dir, vars));
+    let name = expand(&spec.file, vars);
+    if !name.contains('*') {
+        let path = dir.join(&name);
+        if path.is_file() {
+            return Some(path);
+        }
+    }
+    let exact = regex::Regex::new(&format!(
+        "^{}$",
+        name.split('*')
+            .map(regex::escape)
+            .collect::<Vec<_>>()
+            .join(".*")
+    ))
+    .ok()?;
+    let mut found = matching_files(&dir, &exact, spec.recursive);
+    if found.is_empty() && super::profile::cwd_slug(vars.cwd).len() >= 200 {
+        // A long path: Claude Code appended a hash to the shortened name.
+        let parent = dir.parent()?;
+        let prefix = dir.file_name()?.to_string_lossy().into_owned();
+        for entry in std::fs::read_dir(parent).ok()?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                found.extend(matching_files(&entry.path(), &exact, false));
+            }
+        }
+    }
+    found
+        .into_iter()
+        .max_by_key(|(_, mtime)| *mtime)
+        .map(|(p, _)| p)
+}
+
+/// The path a new transcript of conversation `vars.session_id` gets, when the name
+/// has no wildcard (Claude Code); used to restore a transcript that is gone.
+pub fn expected_path(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<PathBuf> {
+    let name = expand(&spec.file, vars);
+    (!name.contains('*')).then(|| PathBuf::from(expand(&spec.dir, vars)).join(name))
+}
+
+/// The newest transcript in the profile's directory modified at or after `since`,
+/// other than the files in `exclude`, with the conversation id read from its name.
+/// For formats whose directory is not per working directory (Codex), only files
+/// whose first line names `vars.cwd` count. Blocking.
+pub fn newest_since(
+    spec: &TranscriptSpec,
+    vars: &Vars<'_>,
+    since: SystemTime,
+    exclude: &[PathBuf],
+) -> Option<(PathBuf, String)> {
+    let dir = PathBuf::from(expand(&spec.dir, vars));
+    let pattern = file_pattern(spec, vars);
+    let mut candidates: Vec<(PathBuf, SystemTime)> = matching_files(&dir, &pattern, spec.recursive)
+        .into_iter()
+        .filter(|(path, mtime)| *mtime >= since && !exclude.contains(path))
+        .collect();
+    candidates.sort_by_key(|(_, mtime)| std::cmp::Reverse(*mtime));
+    for (path, _) in candidates {
+        let name = path.file_name()?.to_string_lossy().into_owned();
+        let Some(id) = pattern.captures(&name).and_then(|c| c.name("id")) else {
+            continue;
+        };
+        if spec.format == TranscriptFormat::CodexJsonl && !codex_cwd_is(&path, vars.cwd) {
+            continue;
+        }
+        return Some((path.clone(), id.as_str().to_owned()));
+    }
+    None
+}
+
+/// True when the Codex rollout at `path` starts with a `session_meta` for `cwd`.
+fn codex_cwd_is(path: &Path, cwd: &str) -> bool {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut first = Vec::new();
+    let mut reader = std::io::BufReader::new(file).take(256 * 1024);
+    if reader.read_until(b'\n', &mut first).is_err() {
+        return false;
+    }
+    let mut parser = TranscriptParser::new(TranscriptFormat::CodexJsonl, "");
+    parser.parse_line(first.trim_ascii_end(), 0).cwd.as_deref() == Some(cwd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPRESENTATIVE: &str =
+        include_str!("../../../tests/fixtures/claude-code/representative_messages.jsonl");
+    const SESSION_B: &str = include_str!("../../../tests/fixtures/claude-code/session_b.jsonl");
+    const TODOWRITE: &str =
+        include_str!("../../../tests/fixtures/claude-code/todowrite_examples.jsonl");
+
+    fn parse_all(format: TranscriptFormat, text: &str) -> Vec<ParsedLine> {
+        let mut parser = TranscriptParser::new(format, "t.jsonl");
+        let mut offset = 0u64;
+        text.split_inclusive('\n')
+            .map(|line| {
+                let parsed = parser.parse_line(line.trim_end().as_bytes(), offset);
+                offset += line.len() as u64;
+                parsed
+            })
+            .collect()
+    }
+
+    fn messages(lines: &[ParsedLine]) -> Vec<&ParsedMessage> {
+        lines.iter().flat_map(|l| &l.messages).collect()
+    }
+
+    #[test]
+    fn claude_fixture_messages_roles_and_tools() {
+        let lines = parse_all(TranscriptFormat::ClaudeJsonl, REPRESENTATIVE);
+        let all = messages(&lines);
+        let count = |role| all.iter().filter(|m| m.role == role).count();
+        assert_eq!(count(Role::User), 4);
+        assert_eq!(count(Role::Assistant), 3);
+        // Two tool calls (Edit, Bash) and their two results, named after the call.
+        assert_eq!(count(Role::Tool), 4);
+        let first = all[0];
+        assert_eq!(first.role, Role::User);
+        assert!(first.text.starts_with("Hello Claude!"));
+        assert_eq!(first.key, "msg_001#0");
+        assert_eq!(first.time, parse_time("2025-06-14T10:00:00Z"));
+        let edit = all.iter().find(|m| m.tool_name == "Edit").unwrap();
+        assert!(edit.text.contains("decorator_example.py"), "{}", edit.text);
+        let results: Vec<_> = all
+            .iter()
+            .filter(|m| m.role == Role::Tool && !m.text.starts_with('{'))
+            .collect();
+        assert_eq!(results[0].tool_name, "Edit");
+        assert!(results[0].text.contains("File created successfully"));
+        assert_eq!(results[1].tool_name, "Bash");
+        // The summary line is metadata, not a message.
+        assert!(lines.last().unwrap().messages.is_empty());
+        assert_eq!(lines[0].session_id.as_deref(), Some("test_session"));
+    }
+
+    #[test]
+    fn claude_turns_end_on_a_final_stop_reason() {
+        let lines = parse_all(TranscriptFormat::ClaudeJsonl, REPRESENTATIVE);
+        let turns: Vec<_> = lines.iter().map(|l| l.turn).collect();
+        assert_eq!(turns[0], Some(TurnSignal::Open));
+        assert_eq!(turns[1], Some(TurnSignal::Ended), "end_turn");
+        assert_eq!(
+            turns[3],
+            Some(TurnSignal::Open),
+            "tool_use continues the turn"
+        );
+        let ended = turns
+            .iter()
+            .filter(|t| **t == Some(TurnSignal::Ended))
+            .count();
+        assert_eq!(ended, 3);
+        assert_eq!(lines[1].model.as_deref(), Some("claude-3-sonnet-20240229"));
+    }
+
+    #[test]
+    fn claude_string_content_and_todo_tools() {
+        let lines = parse_all(TranscriptFormat::ClaudeJsonl, TODOWRITE);
+        let all = messages(&lines);
+        assert_eq!(all[0].role, Role::User);
+        assert!(all[0].text.contains("proper task management"));
+        let todos = all.iter().filter(|m| m.tool_name == "TodoWrite").count();
+        assert_eq!(todos, 6, "three calls, three results");
+        let b = parse_all(TranscriptFormat::ClaudeJsonl, SESSION_B);
+        assert_eq!(messages(&b).len(), 3);
+        assert_eq!(b[0].session_id.as_deref(), Some("session_b"));
+    }
+
+    #[test]
+    fn unknown_lines_and_fields_are_skipped() {
+        let text = concat!(
+            "not json at all\n",
+            "[1,2,3]\n",
+            "{\"type\":\"file-history-snapshot\",\"snapshot\":{}}\n",
+            "{\"type\":\"user\",\"uuid\":\"u1\",\"brandNewField\":{\"x\":1},\"message\":{\"role\":\"user\",\"content\":[{\"type\":\"hologram\"},{\"type\":\"text\",\"text\":\"hi\"}]}}\n",
+            "{\"type\":\"assistant\",\"uuid\":\"a1\",\"isSidechain\":true,\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"sub-agent\"}]}}\n",
+            "{\"type\":\"user\",\"uuid\":\"m1\",\"isMeta\":true,\"message\":{\"content\":\"caveat\"}}\n",
+            "{\"type\":\"assistant\",\"uuid\":\"a2\",\"message\":{\"content\":[{\"type\":\"thinking\",\"thinking\":\"hmm\"},{\"type\":\"text\",\"text\":\"hello\"}],\"stop_reason\":\"end_turn\"}}\n",
+        );
+        let lines = parse_all(TranscriptFormat::ClaudeJsonl, text);
+        let all = messages(&lines);
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[0].role, all[0].text.as_str()), (Role::User, "hi"));
+        assert_eq!(
+            (all[1].role, all[1].text.as_str()),
+            (Role::Assistant, "hello")
+        );
+    }
+
+    #[test]
+    fn huge_texts_are_cut_with_a_note() {
+        let big = "y".repeat(MAX_MESSAGE_TEXT_BYTES + 10);
+        let line =
+            serde_json::json!({"type":"user","uuid":"u","message":{"content":big}}).to_string();
+        let mut parser = TranscriptParser::new(TranscriptFormat::ClaudeJsonl, "t");
+        let parsed = parser.parse_line(line.as_bytes(), 0);
+        assert!(
+            parsed.messages[0]
+                .text
+                .ends_with("10 more bytes not kept by Corral]")
+        );
+    }
+
+    #[test]
+    fn codex_rollouts() {
+        let text = concat!(
+            "{\"timestamp\":\"2025-09-01T10:00:00Z\",\"type\":\"session_meta\",\"payload\":{\"id\":\"5973b6c0-94b8-487b-a530-2aeb6098ae0e\",\"cwd\":\"/srv/app\"}}\n",
+            "{\"timestamp\":\"2025-09-01T10:00:01Z\",\"type\":\"response_item\",\"payload\":{\"type\":\"message\",\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"<environment_context>cwd</environment_context>\"}]}}\n",
+            "{\"timestamp\":\"2025-09-01T10:00:02Z\",\"type\":\"response_item\",\"payload\":{\"type\":\"message\",\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"list files\"}]}}\n",
+            "{\"timestamp\":\"2025-09-01T10:00:03Z\",\"type\":\"response_item\",\"payload\":{\"type\":\"function_call\",\"name\":\"shell\",\"arguments\":\"{\\\"command\\\":[\\\"ls\\\"]}\",\"call_id\":\"c1\"}}\n",
+            "{\"timestamp\":\"2025-09-01T10:00:04Z\",\"type\":\"response_item\",\"payload\":{\"type\":\"function_call_output\",\"call_id\":\"c1\",\"output\":\"a.txt\"}}\n",
+            "{\"timestamp\":\"2025-09-01T10:00:05Z\",\"type\":\"response_item\",\"payload\":{\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"There is a.txt\"}]}}\n",
+            "{\"timestamp\":\"2025-09-01T10:00:06Z\",\"type\":\"event_msg\",\"payload\":{\"type\":\"task_complete\"}}\n",
+        );
+        let lines = parse_all(TranscriptFormat::CodexJsonl, text);
+        assert_eq!(
+            lines[0].session_id.as_deref(),
+            Some("5973b6c0-94b8-487b-a530-2aeb6098ae0e")
+        );
+        assert_eq!(lines[0].cwd.as_deref(), Some("/srv/app"));
+        let all = messages(&lines);
+        let roles: Vec<Role> = all.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            vec![Role::User, Role::Tool, Role::Tool, Role::Assistant]
+        );
+        assert_eq!(all[2].tool_name, "shell");
+        assert_eq!(all[2].text, "a.txt");
+        assert_eq!(lines.last().unwrap().turn, Some(TurnSignal::Ended));
+    }
+
+    #[test]
+    fn file_patterns_capture_the_id() {
+        let spec = TranscriptSpec {
+            format: TranscriptFormat::CodexJsonl,
+            dir: "{home}/.codex/sessions".into(),
+            file: "rollout-*-{session_id}.jsonl".into(),
+            recursive: true,
+        };
+        let pattern = file_pattern(&spec, &Vars::default());
+        let caps = pattern
+            .captures("rollout-2025-09-01T10-00-00-5973b6c0-94b8-487b-a530-2aeb6098ae0e.jsonl")
+            .unwrap();
+        assert_eq!(&caps["id"], "5973b6c0-94b8-487b-a530-2aeb6098ae0e");
+        assert!(!pattern.is_match("notes.txt"));
+    }
+
+    #[test]
+    fn locate_and_newest_since_search_the_directory() {
+        let home = tempfile::tempdir().unwrap();
+        let vars = Vars {
+            session_id: "abc",
+            home: home.path().to_str().unwrap(),
+            cwd: "/srv/app",
+            ..Default::default()
+        };
+        let profiles = super::super::profile::Profiles::builtin();
+        let claude = profiles.get("claude").unwrap();
+        let spec = claude.transcript.as_ref().unwrap();
+        assert_eq!(locate(spec, &vars), None);
+        let path = expected_path(spec, &vars).unwrap();
+        assert!(path.ends_with(".claude/projects/-srv-app/abc.jsonl"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "{}\n").unwrap();
+        assert_eq!(locate(spec, &vars), Some(path.clone()));
+        let newer = path.with_file_name("0b6f3c1e-8f6a-4c3e-9a51-3f1c2f4f9d10.jsonl");
+        std::fs::write(path.with_file_name("agent-1234.jsonl"), "{}\n").unwrap();
+        std::fs::write(&newer, "{}\n").unwrap();
+        let since = SystemTime::UNIX_EPOCH;
+        let (found, id) = newest_since(spec, &vars, since, std::slice::from_ref(&path)).unwrap();
+        assert_eq!(
+            (found, id.as_str()),
+            (newer, "0b6f3c1e-8f6a-4c3e-9a51-3f1c2f4f9d10")
+        );
+    }
+}
