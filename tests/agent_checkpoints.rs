@@ -424,7 +424,7 @@ async fn a_failed_resume_falls_back_to_a_new_conversation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_checkpoints_are_deleted_once() {
+async fn expired_checkpoints_are_deleted_once_by_the_retention_task() {
     let clock = corral_server::clock::ManualClock::new(1_800_000_000_000_000);
     let server =
         TestServer::start_with(|config| use_fake_claude(config, ""), Some(clock.clone())).await;
@@ -443,9 +443,15 @@ async fn expired_checkpoints_are_deleted_once() {
         "nothing expired yet"
     );
     clock.advance(Duration::from_secs(7 * 24 * 3600 + 1));
-    assert_eq!(store.expire_checkpoints(clock.now()).await.unwrap(), count);
+    // The retention task does it: once.
+    let reaper =
+        corral_server::reaper::Reaper::new(server.server.as_ref().unwrap().manager().clone());
     assert_eq!(
-        store.expire_checkpoints(clock.now()).await.unwrap(),
+        reaper.run_once(clock.now()).await.checkpoints_expired,
+        count
+    );
+    assert_eq!(
+        reaper.run_once(clock.now()).await.checkpoints_expired,
         0,
         "idempotent"
     );

@@ -44,6 +44,8 @@ pub struct Pass {
     pub worktrees_removed: u64,
     /// Tombstones purged.
     pub purged: u64,
+    /// Checkpoints deleted: past their TTL, or of deleted sessions.
+    pub checkpoints_expired: u64,
     /// Steps that failed (each is logged).
     pub failed_steps: u32,
 }
@@ -89,12 +91,22 @@ impl Reaper {
             Some(purged) => pass.purged = purged,
             None => pass.failed_steps += 1,
         }
-        // Further retention steps (event log expiry, checkpoint expiry) go here,
-        // each with its own count in `Pass`.
+        match step(
+            "expire checkpoints",
+            self.manager.store().expire_checkpoints(now),
+        )
+        .await
+        {
+            Some(expired) => pass.checkpoints_expired = expired,
+            None => pass.failed_steps += 1,
+        }
+        // Further retention steps (event log expiry) go here, each with its own
+        // count in `Pass`.
         tracing::info!(
             archived = pass.archived,
             worktrees_removed = pass.worktrees_removed,
             purged = pass.purged,
+            checkpoints_expired = pass.checkpoints_expired,
             failed_steps = pass.failed_steps,
             "retention pass"
         );
