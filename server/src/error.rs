@@ -68,6 +68,20 @@ pub enum Error {
         message: String,
     },
 
+    /// No valid credentials → UNAUTHENTICATED. The message is always
+    /// [`crate::auth::UNAUTHENTICATED_MESSAGE`]: it never says what was wrong.
+    #[error("{}", crate::auth::UNAUTHENTICATED_MESSAGE)]
+    Unauthenticated,
+
+    /// A configured time limit ran out → DEADLINE_EXCEEDED.
+    #[error("{message} (limit {limit} = {value})")]
+    DeadlineExceeded {
+        limit: &'static str,
+        /// The limit, e.g. `60s`.
+        value: String,
+        message: String,
+    },
+
     /// The RPC is part of the contract but not built yet → UNIMPLEMENTED.
     #[error("{rpc} is not implemented by this server yet")]
     Unimplemented { rpc: &'static str },
@@ -128,6 +142,8 @@ impl Error {
             Error::Aborted { .. } => Code::Aborted,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Error::Unauthenticated => Code::Unauthenticated,
+            Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Unimplemented { .. } => Code::Unimplemented,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Database(err) if is_connection_error(err) => Code::Unavailable,
@@ -151,6 +167,8 @@ impl Error {
             Error::Aborted { .. } => "CONCURRENT_MODIFICATION",
             Error::PermissionDenied { .. } => "PERMISSION_DENIED",
             Error::ResourceExhausted { .. } => "LIMIT_EXCEEDED",
+            Error::Unauthenticated => "UNAUTHENTICATED",
+            Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
             Error::Unimplemented { .. } => "UNIMPLEMENTED",
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::Database(_) => "DATABASE_ERROR",
@@ -177,6 +195,10 @@ impl Error {
             Error::ResourceExhausted { limit, value, .. } => {
                 metadata.insert("limit".into(), (*limit).into());
                 metadata.insert("value".into(), value.to_string());
+            }
+            Error::DeadlineExceeded { limit, value, .. } => {
+                metadata.insert("limit".into(), (*limit).into());
+                metadata.insert("value".into(), value.clone());
             }
             _ => {}
         }
@@ -263,6 +285,15 @@ mod tests {
                     message: "input frame of 70000 bytes".into(),
                 },
                 Code::ResourceExhausted,
+            ),
+            (Error::Unauthenticated, Code::Unauthenticated),
+            (
+                Error::DeadlineExceeded {
+                    limit: "stream_idle_timeout",
+                    value: "1h".into(),
+                    message: "idle".into(),
+                },
+                Code::DeadlineExceeded,
             ),
         ];
         for (err, want) in cases {

@@ -62,6 +62,11 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
+        let creator = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .map(|principal| principal.name.clone())
+            .unwrap_or_default();
         let request = request.into_inner();
         let session = request
             .session
@@ -88,7 +93,7 @@ impl SessionService for SessionApi {
                 source,
                 workers,
                 validate_only: request.validate_only,
-                creator: String::new(),
+                creator,
             })
             .await?;
         Ok(Response::new(session_to_pb(&view)))

@@ -1,7 +1,7 @@
 //! Sessions: create, read, list, update, delete, and the lifecycle transitions.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -12,7 +12,7 @@ use super::{MAX_CONFLICT_RETRIES, Manager, SessionView};
 use crate::clock::micros_of;
 use crate::domain::filter::{self, SourceKind};
 use crate::domain::names::{
-    self, Invalid, MAX_DESCRIPTION_BYTES, Ref, validate_display_name, validate_labels,
+    self, MAX_DESCRIPTION_BYTES, Ref, validate_display_name, validate_labels,
 };
 use crate::domain::state::{Action, Event, State, on_event, transition};
 use crate::error::{Error, Result, refused};
@@ -159,7 +159,13 @@ impl Manager {
             )
         })?;
         let (kind, work_dir) = match &source {
-            SourceSpec::Quick { work_dir } => (SourceKind::Quick, check_work_dir(work_dir)?),
+            SourceSpec::Quick { work_dir } => (
+                SourceKind::Quick,
+                self.settings
+                    .allowed_roots
+                    .resolve_dir("session.quick.work_dir", work_dir)
+                    .await?,
+            ),
             SourceSpec::Worktree { .. } => {
                 return Err(Error::Unimplemented {
                     rpc: "CreateSession with a worktree source",
@@ -242,7 +248,13 @@ impl Manager {
             labels: new.labels,
         };
         if !new.validate_only {
-            self.store.create_session(&row, &workers, events).await?;
+            let limits = crate::store::SessionLimits {
+                max_total: Some(self.settings.max_sessions),
+                max_per_creator: Some(self.settings.max_sessions_per_principal),
+            };
+            self.store
+                .create_session_within(&row, &workers, events, &limits)
+                .await?;
             tracing::info!(session_id = %id, display_name = %row.model.display_name, "session created");
         }
         Ok(self.view_with(row, workers))
@@ -285,6 +297,7 @@ impl Manager {
                 show_deleted: request.show_deleted,
                 page_size,
                 after,
+                creator: crate::auth::visible_creator(),
             })
             .await?;
         let ids: Vec<String> = page.sessions.iter().map(|r| r.model.id.clone()).collect();
@@ -497,39 +510,6 @@ fn conflict_exhausted(session: &Ref) -> Error {
 
 pub(super) fn parse_id(id: &str) -> Result<Uuid> {
     Uuid::try_parse(id).map_err(|_| Error::Internal(format!("stored id {id:?} is not a UUID")))
-}
-
-/// Checks a quick session's work dir: absolute, existing, a directory. Returns its
-/// canonical path (symlinks and `..` resolved).
-fn check_work_dir(work_dir: &str) -> Result<PathBuf> {
-    let field = "session.quick.work_dir";
-    if work_dir.is_empty() {
-        return Err(Error::invalid(field, "is required"));
-    }
-    names::validate_text(field, work_dir, 4096)?;
-    let path = Path::new(work_dir);
-    if !path.is_absolute() {
-        return Err(Error::invalid(
-            field,
-            format!("{work_dir:?} is not an absolute path"),
-        ));
-    }
-    let canonical = std::fs::canonicalize(path).map_err(|err| {
-        Error::Invalid(Invalid::new(
-            field,
-            match err.kind() {
-                std::io::ErrorKind::NotFound => format!("{work_dir:?} does not exist"),
-                _ => format!("{work_dir:?}: {err}"),
-            },
-        ))
-    })?;
-    if !canonical.is_dir() {
-        return Err(Error::invalid(
-            field,
-            format!("{work_dir:?} is not a directory"),
-        ));
-    }
-    Ok(canonical)
 }
 
 /// `<base name of the dir>-<4 hex digits of the id>`, reduced to the allowed characters.

@@ -153,6 +153,7 @@ impl Manager {
         let (kind, command, env) = match &spec.spec {
             WorkerSpec::Terminal { command, env } => {
                 validate_terminal(command, env)?;
+                self.settings.commands.check(command, env)?;
                 (
                     worker_kind::TERMINAL,
                     serde_json::to_string(command).unwrap_or_else(|_| "[]".into()),
@@ -571,6 +572,19 @@ impl Manager {
         let command: Vec<String> = serde_json::from_str(&model.command).unwrap_or_default();
         let extra_env: BTreeMap<String, String> =
             serde_json::from_str(&model.env).unwrap_or_default();
+        // Confinement is checked again right before spawning: the policy may have
+        // changed since the worker was created, and a work dir may have been
+        // replaced by a symlink pointing elsewhere.
+        let refusal = match self.settings.commands.check(&command, &extra_env) {
+            Err(err) => Some(err),
+            Ok(()) if row.model.kind == crate::domain::filter::SourceKind::Quick.as_str() => self
+                .settings
+                .allowed_roots
+                .resolve_dir("work_dir", &row.model.work_dir)
+                .await
+                .err(),
+            Ok(()) => None,
+        };
         let program = if command.is_empty() {
             Program::LoginShell(self.settings.shell.clone())
         } else {
@@ -597,11 +611,15 @@ impl Manager {
             size,
         };
         let now = self.now();
-        match self
-            .supervisor
-            .start(session_id, worker_id, spec, separator)
-            .await
-        {
+        let started = match refusal {
+            Some(err) => Err(err.to_string()),
+            None => self
+                .supervisor
+                .start(session_id, worker_id, spec, separator)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match started {
             Ok(handle) => {
                 let pid = handle.pid();
                 let mut new = model.clone();
