@@ -109,6 +109,7 @@ fn words(work_dir: &str) -> Vec<String> {
         "a\0b".into(),
         "\u{202e}evil\u{0007}".into(),
         "x".repeat(5000),
+        "y".repeat(100_000),
         "e30".into(),
         "Zm9vYmFy.c2lnbmF0dXJl".into(),
     ]
