@@ -41,6 +41,7 @@ const DETAILS_HEADER: &str = "grpc-status-details-bin";
 /// What the guard enforces.
 #[derive(Clone, Debug)]
 pub struct GuardSettings {
+    /// Decides who calls (credentials → principal).
     pub authenticator: Authenticator,
     /// `--unary-deadline`.
     pub deadline: Duration,

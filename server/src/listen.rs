@@ -22,6 +22,7 @@ pub const SOCKET_MODE: u32 = 0o600;
 /// A bound listener.
 #[derive(Debug)]
 pub enum Listener {
+    /// A TCP listener.
     Tcp(TcpListener),
     /// The listener and its path (removed at shutdown).
     Unix(UnixListener, PathBuf),

@@ -19,6 +19,7 @@ use crate::confinement::AllowedRoots;
 /// Everything security-related the server needs, loaded from the configuration.
 #[derive(Clone, Debug)]
 pub struct Security {
+    /// Checks the credentials of every call.
     pub authenticator: Authenticator,
     /// TLS for the listener, when `--tls-cert`/`--tls-key` are given.
     pub tls: Option<ServerTlsConfig>,

@@ -90,8 +90,9 @@ pub struct Settings {
     pub allowed_roots: AllowedRoots,
     /// What terminal workers may run (`--terminal-commands`).
     pub commands: CommandPolicy,
-    /// Most live sessions on the server, and per principal.
+    /// Most live sessions on the server (`--max-sessions`).
     pub max_sessions: u64,
+    /// Most live sessions of one principal (`--max-sessions-per-principal`).
     pub max_sessions_per_principal: u64,
 }
 
