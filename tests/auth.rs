@@ -101,7 +101,7 @@ async fn every_rpc_refuses_missing_and_wrong_credentials_alike() {
             method,
             vec![Bytes::new()],
             Some(&bearer(ALICE)),
-            Duration::from_secs(2),
+            Duration::from_millis(500),
         )
         .await;
         if let Err(status) = outcome.status {

@@ -429,7 +429,7 @@ async fn bad_values_in_every_field_of_every_rpc_are_refused_cleanly() {
                 &method,
                 vec![rpc::encode(&message)],
                 None,
-                std::time::Duration::from_secs(2),
+                std::time::Duration::from_millis(500),
             )
             .await;
             let context = format!("{} with {}", method.full_name, sweep.what);

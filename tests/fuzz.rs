@@ -13,7 +13,8 @@
 //! Asserted for every case: no INTERNAL, UNKNOWN, DATA_LOSS or UNAVAILABLE (a
 //! client's mistake is never the server's fault), every error has a message, Attach streams end
 //! once the client detaches, and the server still answers health afterwards (no
-//! panic took it down).
+//! panic took it down). Server streams that may rightly stay open (WatchEvents)
+//! are read for 300 ms and dropped.
 
 mod common;
 
@@ -398,7 +399,7 @@ fn random_requests_to_every_rpc_never_blame_the_server() {
             method,
             vec![request],
             None,
-            Duration::from_secs(2),
+            Duration::from_millis(300),
         ));
         let code = outcome
             .status
