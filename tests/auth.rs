@@ -109,6 +109,26 @@ async fn every_rpc_refuses_missing_and_wrong_credentials_alike() {
         }
     }
 
+    // The open health prefix is no way around the guard.
+    let list_sessions = methods
+        .iter()
+        .find(|m| m.full_name == "corral.v1.SessionService/ListSessions")
+        .unwrap();
+    for path in [
+        "/grpc.health.v1.Health/../corral.v1.SessionService/ListSessions",
+        "/grpc.health.v1.Health/%2E%2E/corral.v1.SessionService/ListSessions",
+        "/grpc.health.v1.Health//corral.v1.SessionService/ListSessions",
+    ] {
+        let sneaky = rpc::Method {
+            path: path.into(),
+            ..list_sessions.clone()
+        };
+        let outcome = call_raw(&server.channel, &sneaky, vec![Bytes::new()], None, PATIENCE).await;
+        let status = outcome.status.expect_err(path);
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
+        assert!(outcome.messages.is_empty(), "{path}");
+    }
+
     // Health stays open to everyone (load balancers, orchestrators).
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel.clone());
     let answer = health

@@ -494,6 +494,8 @@ async fn filters_page_tokens_labels_and_names_are_checked() {
         "password = x",
         "state = ACTIVE AND AND",
         "create_time > \"yesterday\"",
+        "display_name = \"a\u{0}b\"",
+        "labels.team = \"\u{1b}[2J\"",
         &"(".repeat(100),
         &"x".repeat(5000),
     ] {
