@@ -370,7 +370,9 @@ async fn bad_worktree_requests_are_refused_and_leave_nothing_behind() {
         ),
         (
             "a repository that does not exist",
-            worktree_request("w2", &server.dir.path().join("nope"), "b1", ""),
+            // Inside the allowed root: outside it, PERMISSION_DENIED comes first and
+            // does not reveal whether the path exists.
+            worktree_request("w2", &server.dir.path().join("work/nope"), "b1", ""),
             Code::InvalidArgument,
             "does not exist",
         ),

@@ -34,7 +34,8 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
     max_term_width = 100
 )]
 pub struct Cli {
-    /// The server: `http://host:port` or `host:port`.
+    /// The server: `host:port`, `http://host:port`, `https://host:port` (TLS) or
+    /// `unix:/path/to.sock`.
     #[arg(
         long,
         global = true,
@@ -55,6 +56,37 @@ pub struct Cli {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+
+    /// CA certificates (PEM) that sign an https:// server's certificate (default:
+    /// the Mozilla roots).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CORRAL_TLS_CA",
+        value_name = "PEM"
+    )]
+    pub tls_ca: Option<PathBuf>,
+
+    /// A client certificate (PEM) for servers that require one (with --tls-key).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CORRAL_TLS_CERT",
+        value_name = "PEM"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CORRAL_TLS_KEY",
+        value_name = "PEM"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// Output format: tables for people, or the response message as proto3 JSON.
     #[arg(

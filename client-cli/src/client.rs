@@ -8,7 +8,13 @@
 //!
 //! HTTP/2 keep-alive pings are enabled so that long streams (`attach`,
 //! `events --follow`) notice a dead server instead of hanging.
+//!
+//! Three kinds of address: `http://host:port` (or `host:port`), `https://host:port`
+//! (TLS via rustls: the server's certificate is checked against `--tls-ca`, or the
+//! Mozilla roots without it; `--tls-cert`/`--tls-key` present a client certificate
+//! to servers that require one), and `unix:/path` (the server's Unix socket).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use corral::pb::checkpoint_service_client::CheckpointServiceClient;
@@ -18,7 +24,7 @@ use corral::pb::worker_service_client::WorkerServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
 use crate::error::{CliError, error_chain};
@@ -84,6 +90,50 @@ pub fn normalize_server(server: &str) -> String {
     }
 }
 
+/// Files for TLS connections (`--tls-ca`, `--tls-cert`, `--tls-key`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// CA certificates (PEM) that sign the server's certificate.
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM) and its key, for servers that require one.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn any(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// The rustls settings these files describe.
+    fn config(&self) -> Result<ClientTlsConfig, CliError> {
+        let read = |flag: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| CliError::io(format!("{flag} {}", path.display()), e))
+        };
+        let mut config = match &self.ca {
+            Some(ca) => {
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?))
+            }
+            None => ClientTlsConfig::new().with_webpki_roots(),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                config = config.identity(Identity::from_pem(
+                    read("--tls-cert", cert)?,
+                    read("--tls-key", key)?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(CliError::Usage(
+                    "--tls-cert and --tls-key go together".into(),
+                ));
+            }
+        }
+        Ok(config)
+    }
+}
+
 /// A connected channel and the interceptor, handing out typed clients.
 #[derive(Debug, Clone)]
 pub struct Clients {
@@ -92,29 +142,77 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Connects to `server` (`http://host:port` or `host:port`).
-    pub async fn connect(server: &str, token: Option<&str>) -> Result<Self, CliError> {
+    /// Connects to `server` (`http://host:port`, `host:port`, `https://host:port`
+    /// or `unix:/path`), sending `token` with every call.
+    pub async fn connect(
+        server: &str,
+        token: Option<&str>,
+        tls: &TlsFiles,
+    ) -> Result<Self, CliError> {
         let auth = Auth::new(token)?;
+        if let Some(path) = server.trim().strip_prefix("unix:") {
+            if tls.any() {
+                return Err(CliError::Usage(
+                    "--tls-ca, --tls-cert and --tls-key need an https:// server, not a unix: socket"
+                        .into(),
+                ));
+            }
+            return Self::connect_unix(PathBuf::from(path), auth).await;
+        }
         let address = normalize_server(server);
-        if address.starts_with("https://") {
+        let https = address.starts_with("https://");
+        if !https && !address.starts_with("http://") {
             return Err(CliError::Usage(format!(
-                "{address}: TLS is not supported by this build of corral; use http://"
+                "invalid server address {server:?}: expected host:port, http://host:port, https://host:port or unix:/path"
             )));
         }
-        if !address.starts_with("http://") {
+        if !https && tls.any() {
             return Err(CliError::Usage(format!(
-                "invalid server address {server:?}: expected http://host:port or host:port"
+                "--tls-ca, --tls-cert and --tls-key need an https:// server, not {address}"
             )));
         }
-        let endpoint = Endpoint::from_shared(address.clone())
-            .map_err(|e| CliError::Usage(format!("invalid server address {server:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
+        let mut endpoint = Self::tune(
+            Endpoint::from_shared(address.clone())
+                .map_err(|e| CliError::Usage(format!("invalid server address {server:?}: {e}")))?,
+        )
+        .tcp_nodelay(true);
+        if https {
+            endpoint = endpoint.tls_config(tls.config()?).map_err(|e| {
+                CliError::Usage(format!("TLS settings for {address}: {}", error_chain(&e)))
+            })?;
+        }
         let channel = endpoint
             .connect()
+            .await
+            .map_err(|e| CliError::Unreachable {
+                address,
+                reason: error_chain(&e),
+            })?;
+        Ok(Self { channel, auth })
+    }
+
+    fn tune(endpoint: Endpoint) -> Endpoint {
+        endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+    }
+
+    /// Connects over the Unix socket at `path` (HTTP/2 without TLS; the URI is a
+    /// placeholder that only names the `:authority`).
+    async fn connect_unix(path: PathBuf, auth: Auth) -> Result<Self, CliError> {
+        let address = format!("unix:{}", path.display());
+        let endpoint = Self::tune(Endpoint::from_static("http://localhost"));
+        let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        let channel = endpoint
+            .connect_with_connector(connector)
             .await
             .map_err(|e| CliError::Unreachable {
                 address,
@@ -165,6 +263,23 @@ mod tests {
         assert_eq!(normalize_server("localhost:1"), "http://localhost:1");
         assert_eq!(normalize_server("http://h:2"), "http://h:2");
         assert_eq!(normalize_server(" https://h:3 "), "https://h:3");
+    }
+
+    #[tokio::test]
+    async fn tls_files_need_an_https_server() {
+        let tls = TlsFiles {
+            ca: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        for server in ["http://127.0.0.1:1", "unix:/nonexistent.sock"] {
+            let err = Clients::connect(server, None, &tls).await.unwrap_err();
+            assert!(matches!(err, CliError::Usage(_)), "{server}: {err}");
+        }
+        let half = TlsFiles {
+            cert: Some("/nonexistent/cert.pem".into()),
+            ..Default::default()
+        };
+        assert!(half.config().is_err());
     }
 
     #[test]

@@ -1,21 +1,24 @@
 //! Every setting of `corrald`, with its default, flag and environment variable, in
 //! one place.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// `corrald`: runs and supervises AI coding-agent sessions and terminals, served
 /// over gRPC (package corral.v1).
 #[derive(Clone, Debug, Parser)]
 #[command(name = "corrald", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on. Non-loopback addresses are refused unless
-    /// authentication is configured.
+    /// Address to listen on: `host:port`, or `unix:/path/to.sock` for a Unix socket
+    /// (created with mode 0600). Non-loopback addresses are refused unless
+    /// authentication (tokens or client certificates) is configured.
     #[arg(long, env = "CORRAL_LISTEN", default_value = "127.0.0.1:50051")]
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
 
     /// Directory for the embedded database, worktrees and state. Default:
     /// `$XDG_DATA_HOME/corral` or `~/.local/share/corral`.
@@ -80,20 +83,6 @@ pub struct Config {
     #[arg(long = "worker-env", value_name = "NAME=VALUE", value_parser = parse_env_pair)]
     pub worker_env: Vec<(String, String)>,
 
-    /// A directory under which work dirs and git repositories may lie
-    /// (repeatable; default `/`). A quick session's work dir or a worktree
-    /// session's repository outside every root is refused with PERMISSION_DENIED.
-    /// Roots are canonicalized (symlinks resolved) at start-up. The environment
-    /// variable takes a `:`-separated list, like `PATH`.
-    #[arg(
-        long = "allowed-root",
-        env = "CORRAL_ALLOWED_ROOTS",
-        value_name = "DIR",
-        value_delimiter = ':',
-        default_value = "/"
-    )]
-    pub allowed_roots: Vec<PathBuf>,
-
     /// How often the retention task runs (auto-archiving STOPPED sessions past the
     /// resume window, purging tombstones past their purge time), e.g. `60s`.
     #[arg(long, env = "CORRAL_REAPER_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -140,6 +129,242 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info,corral_server=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
+
+    /// A file of accepted tokens, one `name:sha256-hex[:admin]` per line (`#`
+    /// comments). Only SHA-256 hashes are stored; `corrald token new NAME` makes a
+    /// token and its line. With tokens configured every RPC but health needs
+    /// `authorization: Bearer <token>` (or HTTP Basic `name:token`).
+    #[arg(long, env = "CORRAL_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// More accepted tokens, in the format of `--token-file`, separated by commas
+    /// or white space.
+    #[arg(
+        long,
+        env = "CORRAL_TOKENS",
+        hide_env_values = true,
+        value_name = "ENTRIES"
+    )]
+    pub tokens: Option<String>,
+
+    /// Who may use gRPC server reflection: `open` (anyone who can connect),
+    /// `authenticated` (like every other RPC), or `off` (not served).
+    #[arg(long, env = "CORRAL_REFLECTION", value_enum, default_value_t = ReflectionAccess::Authenticated)]
+    pub reflection: ReflectionAccess,
+
+    /// TLS certificate chain (PEM) of the server; with `--tls-key`, the server
+    /// speaks TLS (rustls) only.
+    #[arg(
+        long,
+        env = "CORRAL_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) of the server.
+    #[arg(
+        long,
+        env = "CORRAL_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) that sign client certificates: every client must then
+    /// present one (mutual TLS). Without tokens, a client certificate is the
+    /// credential: its principal is `cert:<first 16 hex digits of its SHA-256>`.
+    #[arg(
+        long,
+        env = "CORRAL_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Directories sessions may work in (repeatable; `:`-separated in the
+    /// environment): a quick session's work dir and a worktree session's
+    /// repository must lie inside one of them, both as written (after `..`) and
+    /// once every symlink is resolved, else PERMISSION_DENIED.
+    #[arg(
+        long = "allowed-root",
+        env = "CORRAL_ALLOWED_ROOTS",
+        value_delimiter = ':',
+        default_value = "/",
+        value_name = "DIR"
+    )]
+    pub allowed_roots: Vec<PathBuf>,
+
+    /// What terminal workers may run: `any` command, only the server's `shell`, or
+    /// only the programs of `--allowed-command` (`list`). Refusals are
+    /// PERMISSION_DENIED.
+    #[arg(long, env = "CORRAL_TERMINAL_COMMANDS", value_enum, default_value_t = TerminalCommands::Any)]
+    pub terminal_commands: TerminalCommands,
+
+    /// A program terminal workers may run under `--terminal-commands list`
+    /// (repeatable), matched exactly against the command's first word; the server's
+    /// shell must be listed for workers without a command.
+    #[arg(long = "allowed-command", value_name = "PROGRAM")]
+    pub allowed_commands: Vec<String>,
+
+    /// Most sessions stored at once (tombstones excluded).
+    #[arg(long, env = "CORRAL_MAX_SESSIONS", default_value_t = 10_000)]
+    pub max_sessions: u64,
+
+    /// Most sessions one principal may have at once (tombstones excluded).
+    #[arg(
+        long,
+        env = "CORRAL_MAX_SESSIONS_PER_PRINCIPAL",
+        default_value_t = 1_000
+    )]
+    pub max_sessions_per_principal: u64,
+
+    /// Input bytes per second one Attach stream may send (a token bucket holding one
+    /// second's worth); a frame over the budget is refused with an `error` frame
+    /// (RESOURCE_EXHAUSTED). 0: unlimited.
+    #[arg(long, env = "CORRAL_MAX_INPUT_BYTES_PER_SECOND", default_value_t = 1 << 20)]
+    pub max_input_bytes_per_second: u64,
+
+    /// Most concurrent streams (calls) on one HTTP/2 connection
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS; clients queue beyond it).
+    #[arg(long, env = "CORRAL_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    pub max_concurrent_streams: u32,
+
+    /// Time a unary call may take, and a streaming call may take to open, before it
+    /// is answered DEADLINE_EXCEEDED (the work itself still completes).
+    #[arg(long, env = "CORRAL_UNARY_DEADLINE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub unary_deadline: Duration,
+
+    /// An Attach stream with no frame either way for this long ends with
+    /// DEADLINE_EXCEEDED. `0s`: never.
+    #[arg(long, env = "CORRAL_STREAM_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub stream_idle_timeout: Duration,
+
+    /// An Attach stream open this long ends with DEADLINE_EXCEEDED. `0s`: never.
+    #[arg(long, env = "CORRAL_STREAM_MAX_DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub stream_max_duration: Duration,
+
+    /// Tools that run instead of the server.
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+}
+
+/// Where the server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix-domain socket at this path (`unix:/path`).
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// True when only this machine can connect: a loopback TCP address or a Unix
+    /// socket.
+    pub fn is_local(&self) -> bool {
+        match self {
+            ListenAddr::Tcp(addr) => addr.ip().is_loopback(),
+            ListenAddr::Unix(_) => true,
+        }
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{text:?}: the socket path must be absolute (unix:/path)"
+                ));
+            }
+            return Ok(ListenAddr::Unix(path));
+        }
+        text.parse::<SocketAddr>()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| {
+                format!("{text:?} is neither host:port (e.g. 127.0.0.1:50051) nor unix:/path")
+            })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> Self {
+        ListenAddr::Tcp(addr)
+    }
+}
+
+/// Who may use gRPC server reflection (`--reflection`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReflectionAccess {
+    /// Served to anyone who can connect, like health.
+    Open,
+    /// Served to authenticated callers only.
+    Authenticated,
+    /// Not served (UNIMPLEMENTED).
+    Off,
+}
+
+/// What terminal workers may run (`--terminal-commands`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TerminalCommands {
+    /// Any command.
+    Any,
+    /// Only the server's shell (workers without a command).
+    Shell,
+    /// Only the programs given with `--allowed-command`.
+    List,
+}
+
+impl fmt::Display for TerminalCommands {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TerminalCommands::Any => "any",
+            TerminalCommands::Shell => "shell",
+            TerminalCommands::List => "list",
+        })
+    }
+}
+
+/// `corrald` tools that run instead of the server.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Tool {
+    /// Make and hash access tokens for `--token-file` / `CORRAL_TOKENS`.
+    #[command(subcommand)]
+    Token(TokenTool),
+}
+
+/// `corrald token …`
+#[derive(Clone, Debug, Subcommand)]
+pub enum TokenTool {
+    /// Generate a random token: prints the token (give it to the client) and its
+    /// `--token-file` line (give that to the server).
+    New {
+        /// The principal's name (letters, digits, `.`, `_`, `-`, `@`).
+        name: String,
+        /// The principal sees and acts on every session, not only its own.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Read a token from standard input and print its `--token-file` line.
+    Hash {
+        /// The principal's name.
+        name: String,
+        /// The principal sees and acts on every session, not only its own.
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 impl Config {
@@ -148,7 +373,7 @@ impl Config {
         let mut config = Config::parse_from(["corrald"]);
         config.data_dir = Some(data_dir.into());
         config.database_url = None;
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.listen = ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)));
         config
     }
 
@@ -188,34 +413,17 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("/bin/sh"))
     }
 
-    /// The allowed roots, canonicalized; a root that cannot be resolved is kept as
-    /// given (and [`validate`](Self::validate) reports it).
-    pub fn allowed_roots(&self) -> Vec<PathBuf> {
-        self.allowed_roots
-            .iter()
-            .map(|root| std::fs::canonicalize(root).unwrap_or_else(|_| root.clone()))
-            .collect()
+    /// Checks values that clap cannot, including the security settings (see
+    /// [`Security::load`](crate::security::Security::load): token file, TLS files,
+    /// allowed roots, and that a non-local listener has authentication): returns
+    /// what is wrong, in words. Reads files: call it before the runtime starts or
+    /// from a blocking task.
+    pub fn validate(&self) -> Result<(), String> {
+        self.check().map(|_| ())
     }
 
-    /// Checks values that clap cannot: returns what is wrong, in words.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.allowed_roots.is_empty() {
-            return Err("--allowed-root: give at least one directory (default /)".into());
-        }
-        for root in &self.allowed_roots {
-            if !root.is_absolute() {
-                return Err(format!(
-                    "--allowed-root {} is not an absolute path",
-                    root.display()
-                ));
-            }
-            if !root.is_dir() {
-                return Err(format!(
-                    "--allowed-root {} is not an existing directory",
-                    root.display()
-                ));
-            }
-        }
+    /// [`validate`](Self::validate), returning the loaded security settings.
+    pub fn check(&self) -> Result<crate::security::Security, String> {
         if self.reaper_interval.is_zero() {
             return Err("--reaper-interval must be longer than 0s".into());
         }
@@ -231,10 +439,12 @@ impl Config {
                 self.max_message_bytes
             ));
         }
-        if !self.listen.ip().is_loopback() {
+        if self.max_input_bytes_per_second != 0
+            && self.max_input_bytes_per_second < self.max_input_frame_bytes as u64
+        {
             return Err(format!(
-                "refusing to listen on {} without authentication: Corral serves shells; listen on 127.0.0.1 (or ::1)",
-                self.listen
+                "--max-input-bytes-per-second {} is below --max-input-frame-bytes {}: the largest frame could never be sent (use 0 for unlimited)",
+                self.max_input_bytes_per_second, self.max_input_frame_bytes
             ));
         }
         if self.max_prompt_bytes == 0 || self.max_prompt_bytes > self.max_message_bytes {
@@ -247,6 +457,17 @@ impl Config {
             return Err("--transcript-poll must be more than 0".into());
         }
         crate::agent::Profiles::load(self.profiles.as_deref())?;
+        if self.max_concurrent_streams == 0 {
+            return Err("--max-concurrent-streams must be at least 1".into());
+        }
+        if self.unary_deadline.is_zero() {
+            return Err("--unary-deadline must be longer than 0s".into());
+        }
+        if self.terminal_commands == TerminalCommands::List && self.allowed_commands.is_empty() {
+            return Err(
+                "--terminal-commands list needs at least one --allowed-command PROGRAM".into(),
+            );
+        }
         let url = self.database_url();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -256,7 +477,7 @@ impl Config {
                 "--database-url {url:?} is not supported; use postgres://… or sqlite://…"
             ));
         }
-        Ok(())
+        crate::security::Security::load(self)
     }
 }
 
@@ -319,19 +540,66 @@ mod tests {
             missing
                 .validate()
                 .unwrap_err()
-                .contains("existing directory")
+                .contains("--allowed-root /nonexistent/corral")
         );
     }
 
     #[test]
-    fn non_loopback_listen_is_refused() {
+    fn non_loopback_listen_is_refused_without_authentication() {
         let mut config = Config::with_data_dir("/tmp/x");
         config.listen = "0.0.0.0:50051".parse().unwrap();
+        let refusal = config.validate().unwrap_err();
+        assert!(refusal.contains("without authentication"), "{refusal}");
         assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .contains("without authentication")
+            refusal.contains("--token-file"),
+            "says what to do: {refusal}"
         );
+    }
+
+    #[test]
+    fn non_loopback_listen_is_allowed_with_tokens() {
+        let mut config = Config::with_data_dir("/tmp/x");
+        config.listen = "0.0.0.0:50051".parse().unwrap();
+        config.tokens = Some(format!(
+            "ci:{}",
+            crate::auth::tokens::hash_token("a-long-random-token")
+        ));
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            "127.0.0.1:1".parse::<ListenAddr>(),
+            Ok(ListenAddr::Tcp("127.0.0.1:1".parse().unwrap()))
+        );
+        assert_eq!(
+            "unix:/run/corral.sock".parse::<ListenAddr>(),
+            Ok(ListenAddr::Unix("/run/corral.sock".into()))
+        );
+        assert!("unix:relative.sock".parse::<ListenAddr>().is_err());
+        assert!("localhost".parse::<ListenAddr>().is_err());
+        assert!(ListenAddr::Unix("/x".into()).is_local());
+        assert!(!"[::]:1".parse::<ListenAddr>().unwrap().is_local());
+        assert_eq!(
+            ListenAddr::Unix("/x.sock".into()).to_string(),
+            "unix:/x.sock"
+        );
+    }
+
+    #[test]
+    fn input_rate_must_fit_the_largest_frame() {
+        let mut config = Config::with_data_dir("/tmp/x");
+        config.max_input_bytes_per_second = 10;
+        assert!(config.validate().unwrap_err().contains("per-second"));
+        config.max_input_bytes_per_second = 0;
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn command_list_needs_commands() {
+        let mut config = Config::with_data_dir("/tmp/x");
+        config.terminal_commands = TerminalCommands::List;
+        assert!(config.validate().unwrap_err().contains("--allowed-command"));
     }
 }

@@ -68,6 +68,20 @@ pub enum Error {
         message: String,
     },
 
+    /// No valid credentials → UNAUTHENTICATED. The message is always
+    /// [`crate::auth::UNAUTHENTICATED_MESSAGE`]: it never says what was wrong.
+    #[error("{}", crate::auth::UNAUTHENTICATED_MESSAGE)]
+    Unauthenticated,
+
+    /// A configured time limit ran out → DEADLINE_EXCEEDED.
+    #[error("{message} (limit {limit} = {value})")]
+    DeadlineExceeded {
+        limit: &'static str,
+        /// The limit, e.g. `60s`.
+        value: String,
+        message: String,
+    },
+
     /// The RPC is part of the contract but not built yet → UNIMPLEMENTED.
     #[error("{rpc} is not implemented by this server yet")]
     Unimplemented { rpc: &'static str },
@@ -128,6 +142,8 @@ impl Error {
             Error::Aborted { .. } => Code::Aborted,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Error::Unauthenticated => Code::Unauthenticated,
+            Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Unimplemented { .. } => Code::Unimplemented,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Database(err) if is_connection_error(err) => Code::Unavailable,
@@ -151,6 +167,8 @@ impl Error {
             Error::Aborted { .. } => "CONCURRENT_MODIFICATION",
             Error::PermissionDenied { .. } => "PERMISSION_DENIED",
             Error::ResourceExhausted { .. } => "LIMIT_EXCEEDED",
+            Error::Unauthenticated => "UNAUTHENTICATED",
+            Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
             Error::Unimplemented { .. } => "UNIMPLEMENTED",
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::Database(_) => "DATABASE_ERROR",
@@ -177,6 +195,10 @@ impl Error {
             Error::ResourceExhausted { limit, value, .. } => {
                 metadata.insert("limit".into(), (*limit).into());
                 metadata.insert("value".into(), value.to_string());
+            }
+            Error::DeadlineExceeded { limit, value, .. } => {
+                metadata.insert("limit".into(), (*limit).into());
+                metadata.insert("value".into(), value.clone());
             }
             _ => {}
         }
@@ -214,14 +236,40 @@ fn is_connection_error(err: &sea_orm::DbErr) -> bool {
     )
 }
 
+/// Longest status message, in bytes. Messages quote what the client sent (a name,
+/// a path, a filter), and the client may have sent megabytes: the message travels
+/// in an HTTP/2 header (`grpc-message`), and clients refuse responses whose headers
+/// exceed a few KiB.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// Longest `ErrorInfo.metadata` value, in bytes (same reason).
+pub const MAX_METADATA_BYTES: usize = 256;
+
+/// `text`, cut at a character boundary to at most `max` bytes plus a note of how
+/// long it was.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         let code = err.code();
         if matches!(code, Code::Internal | Code::Unavailable) {
             tracing::error!(error = %err, "request failed");
         }
-        let details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, err.metadata());
-        Status::with_error_details(code, err.to_string(), details)
+        let metadata = err
+            .metadata()
+            .into_iter()
+            .map(|(key, value)| (key, bounded(&value, MAX_METADATA_BYTES)))
+            .collect::<HashMap<_, _>>();
+        let details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, metadata);
+        Status::with_error_details(code, bounded(&err.to_string(), MAX_MESSAGE_BYTES), details)
     }
 }
 
@@ -264,6 +312,15 @@ mod tests {
                 },
                 Code::ResourceExhausted,
             ),
+            (Error::Unauthenticated, Code::Unauthenticated),
+            (
+                Error::DeadlineExceeded {
+                    limit: "stream_idle_timeout",
+                    value: "1h".into(),
+                    message: "idle".into(),
+                },
+                Code::DeadlineExceeded,
+            ),
         ];
         for (err, want) in cases {
             let status = Status::from(err);
@@ -273,6 +330,26 @@ mod tests {
                 .expect("every status carries ErrorInfo");
             assert_eq!(info.domain, ERROR_DOMAIN);
         }
+    }
+
+    #[test]
+    fn messages_quoting_huge_input_are_bounded() {
+        let huge = "é".repeat(100_000);
+        let status = Status::from(Error::invalid("name", huge.clone()));
+        assert!(
+            status.message().len() <= MAX_MESSAGE_BYTES + 40,
+            "{}",
+            status.message().len()
+        );
+        assert!(
+            status.message().ends_with(" bytes in all)"),
+            "{}",
+            status.message()
+        );
+        let status = Status::from(Error::session_not_found(huge));
+        let info = status.get_details_error_info().unwrap();
+        assert!(info.metadata["name"].len() <= MAX_METADATA_BYTES + 40);
+        assert_eq!(bounded("short", 10), "short");
     }
 
     #[test]

@@ -12,18 +12,26 @@
 //! reaper.rs             the retention task: auto-archive, purge tombstones
 //! store/                SeaORM entities and queries, one error type
 //! error.rs              the cause enum and its one mapping to tonic::Status
+//! guard.rs, auth/       every call: credentials → principal, deadline, decode faults
+//! security.rs           tokens, TLS, allowed roots, listener rules, loaded at start-up
+//! confinement.rs        allowed roots for work dirs, the terminal command policy
 //! ```
 
 #![deny(unsafe_code)]
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod confinement;
 pub mod domain;
 pub mod error;
+pub mod guard;
+pub mod listen;
 pub mod manager;
 pub mod reaper;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod supervisor;

@@ -19,6 +19,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    if let Some(tool) = &config.tool {
+        return run_tool(tool);
+    }
     if let Err(message) = config.validate() {
         eprintln!("corrald: {message}");
         return ExitCode::from(EX_USAGE);
@@ -57,6 +60,50 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `corrald token new|hash`: prints a token-file line (and, for `new`, the token).
+fn run_tool(tool: &corral_server::config::Tool) -> ExitCode {
+    use corral_server::auth::tokens::{entry_line, new_token, validate_name};
+    use corral_server::config::{TokenTool, Tool};
+    let Tool::Token(token_tool) = tool;
+    let (name, admin) = match token_tool {
+        TokenTool::New { name, admin } | TokenTool::Hash { name, admin } => (name, *admin),
+    };
+    if let Err(message) = validate_name(name) {
+        eprintln!("corrald: {message}");
+        return ExitCode::from(EX_USAGE);
+    }
+    match token_tool {
+        TokenTool::New { .. } => {
+            let token = new_token();
+            println!("token: {token}");
+            println!("line:  {}", entry_line(name, &token, admin));
+            eprintln!(
+                "corrald: give the token to the client (corral --token, CORRAL_TOKEN) and add the line to --token-file"
+            );
+        }
+        TokenTool::Hash { .. } => {
+            let mut token = String::new();
+            if let Err(err) = std::io::stdin().read_line(&mut token) {
+                eprintln!("corrald: reading the token from standard input: {err}");
+                return ExitCode::FAILURE;
+            }
+            let token = token.trim_end_matches(['\r', '\n']);
+            if token.is_empty() {
+                eprintln!("corrald: no token on standard input");
+                return ExitCode::from(EX_USAGE);
+            }
+            if token.len() < 16 {
+                eprintln!(
+                    "corrald: warning: a {}-character token is easy to guess; `corrald token new` makes a random one",
+                    token.len()
+                );
+            }
+            println!("{}", entry_line(name, token, admin));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn run(config: Config) -> corral_server::error::Result<()> {

@@ -2,21 +2,23 @@
 //! health and reflection) → a listener, and the drain on shutdown.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use corral::pb::checkpoint_service_server::CheckpointServiceServer;
 use corral::pb::event_service_server::EventServiceServer;
 use corral::pb::session_service_server::SessionServiceServer;
 use corral::pb::worker_service_server::WorkerServiceServer;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiSettings, CheckpointApi, EventApi, SessionApi, WorkerApi};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, ReflectionAccess};
 use crate::error::{Error, Result};
+use crate::guard::{GuardLayer, GuardSettings};
+use crate::listen::{self, Listener};
 use crate::manager::Manager;
 use crate::store::Store;
 
@@ -25,15 +27,23 @@ use crate::store::Store;
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
+    unix_path: Option<PathBuf>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<()>>,
     manager: Arc<Manager>,
 }
 
 impl RunningServer {
-    /// The address the server listens on (with the real port when 0 was asked).
+    /// The TCP address the server listens on (with the real port when 0 was
+    /// asked); `0.0.0.0:0` when it listens on a Unix socket (see
+    /// [`unix_path`](Self::unix_path)).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The Unix socket the server listens on, if it does.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.unix_path.as_deref()
     }
 
     /// The manager (for tests that inspect the server's state).
@@ -62,7 +72,17 @@ pub async fn serve(config: Config) -> Result<RunningServer> {
 }
 
 /// [`serve`] with an injected clock (tests).
+///
+/// Checks the configuration first ([`Config::check`]): an invalid one — e.g. a
+/// non-loopback address without authentication — is an error naming the problem.
 pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer> {
+    let security = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || config.check())
+            .await
+            .map_err(|e| Error::Internal(format!("checking the configuration: {e}")))?
+            .map_err(|e| Error::Internal(format!("invalid configuration: {e}")))?
+    };
     let data_dir = config.data_dir();
     tokio::fs::create_dir_all(&data_dir).await.map_err(|e| {
         Error::Internal(format!(
@@ -76,12 +96,17 @@ pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
 
     let shutdown = CancellationToken::new();
     let manager = Manager::start(&config, store, clock, shutdown.clone()).await?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
+    let listener = listen::bind(&config.listen).await?;
     let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+        .tcp_addr()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let unix_path = match &listener {
+        Listener::Unix(_, path) => Some(path.clone()),
+        Listener::Tcp(_) => None,
+    };
+    if !config.listen.is_local() && security.tls.is_none() {
+        tracing::warn!(listen = %config.listen, "serving without TLS on a non-loopback address: tokens and terminal traffic travel in clear text");
+    }
 
     let api = Api {
         manager: manager.clone(),
@@ -125,10 +150,25 @@ pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
-    let router = tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+    let guard = GuardLayer::new(GuardSettings {
+        authenticator: security.authenticator.clone(),
+        deadline: config.unary_deadline,
+        max_message_bytes: limit,
+    });
+    let mut builder =
+        tonic::transport::Server::builder().max_concurrent_streams(config.max_concurrent_streams);
+    if let Some(tls) = security.tls.clone() {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::Internal(format!("TLS: {e}")))?;
+    }
+    let mut router = builder.layer(guard).add_service(health);
+    if config.reflection != ReflectionAccess::Off {
+        router = router
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+    }
+    let router = router
         .add_service(sessions)
         .add_service(workers)
         .add_service(checkpoints)
@@ -137,16 +177,30 @@ pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
     let reaper =
         crate::reaper::Reaper::new(manager.clone()).spawn(config.reaper_interval, shutdown.clone());
 
-    tracing::info!(%addr, "corrald listening");
+    tracing::info!(listen = %config.listen, %addr, tls = security.tls.is_some(), authentication = security.authenticator.enabled(), "corrald listening");
     let task_manager = manager.clone();
     let task_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
-        let served = router
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                task_shutdown.cancelled(),
-            )
-            .await;
+        let served = match listener {
+            Listener::Tcp(listener) => {
+                router
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        task_shutdown.cancelled(),
+                    )
+                    .await
+            }
+            Listener::Unix(listener, path) => {
+                let served = router
+                    .serve_with_incoming_shutdown(
+                        UnixListenerStream::new(listener),
+                        task_shutdown.cancelled(),
+                    )
+                    .await;
+                let _ = tokio::fs::remove_file(&path).await;
+                served
+            }
+        };
         if let Err(err) = reaper.await {
             tracing::error!(%err, "the retention task failed");
         }
@@ -157,6 +211,7 @@ pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
     });
     Ok(RunningServer {
         addr,
+        unix_path,
         shutdown,
         task,
         manager,

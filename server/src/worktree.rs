@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-use crate::domain::paths::{describe_roots, under_any_root};
+use crate::confinement::AllowedRoots;
 use crate::error::{Error, Result};
 
 /// Longest a git command may run before it is killed.
@@ -222,7 +222,7 @@ fn check_argument(field: &str, value: &str) -> Result<()> {
 /// not a git repository, invalid branch name, unknown base ref), PERMISSION_DENIED
 /// (repository outside `roots`), FAILED_PRECONDITION (the branch is checked out in
 /// another worktree; git missing).
-pub async fn plan(request: &WorktreeRequest, roots: &[PathBuf]) -> Result<Plan> {
+pub async fn plan(request: &WorktreeRequest, roots: &AllowedRoots) -> Result<Plan> {
     const REPOSITORY: &str = "session.worktree.repository";
     const BRANCH: &str = "session.worktree.branch";
     const BASE_REF: &str = "session.worktree.base_ref";
@@ -236,8 +236,7 @@ pub async fn plan(request: &WorktreeRequest, roots: &[PathBuf]) -> Result<Plan> 
     if !request.base_ref.is_empty() {
         check_argument(BASE_REF, &request.base_ref)?;
     }
-    let repository = canonical_dir(REPOSITORY, &request.repository).await?;
-    check_root(REPOSITORY, &repository, roots)?;
+    let repository = roots.resolve_dir(REPOSITORY, &request.repository).await?;
 
     let common = git(
         &repository,
@@ -354,50 +353,16 @@ async fn checked_out_at(repository: &Path, branch_ref: &str) -> Result<Option<Pa
     Ok(None)
 }
 
-/// Canonicalizes a directory given by a client.
-///
-/// Errors: INVALID_ARGUMENT on `field` when the path is not absolute, does not
-/// exist, or is not a directory.
-pub async fn canonical_dir(field: &str, path: &str) -> Result<PathBuf> {
-    crate::domain::names::validate_text(field, path, 4096)?;
-    let given = Path::new(path);
-    if !given.is_absolute() {
-        return Err(Error::invalid(
-            field,
-            format!("{path:?} is not an absolute path"),
-        ));
-    }
-    let canonical = tokio::fs::canonicalize(given).await.map_err(|err| {
-        Error::invalid(
-            field,
-            match err.kind() {
-                std::io::ErrorKind::NotFound => format!("{path:?} does not exist"),
-                _ => format!("{path:?}: {err}"),
-            },
-        )
-    })?;
-    let meta = tokio::fs::metadata(&canonical)
-        .await
-        .map_err(|err| Error::invalid(field, format!("{path:?}: {err}")))?;
-    if !meta.is_dir() {
-        return Err(Error::invalid(
-            field,
-            format!("{path:?} is not a directory"),
-        ));
-    }
-    Ok(canonical)
-}
-
 /// Refuses a canonical path outside every allowed root (PERMISSION_DENIED).
-pub fn check_root(field: &str, path: &Path, roots: &[PathBuf]) -> Result<()> {
-    if under_any_root(path, roots) {
+pub fn check_root(field: &str, path: &Path, roots: &AllowedRoots) -> Result<()> {
+    if roots.contains(path) {
         return Ok(());
     }
     Err(Error::PermissionDenied {
         message: format!(
             "{field}: {} is outside the directories this server may use (--allowed-root: {})",
             path.display(),
-            describe_roots(roots)
+            roots.describe()
         ),
     })
 }

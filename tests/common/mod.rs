@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod rpc;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -132,11 +133,14 @@ impl TestServer {
         }
         .expect("server starts");
         let addr = server.local_addr();
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = match server.unix_path() {
+            Some(path) => eventually_connect_unix(path).await,
+            None => Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect"),
+        };
         TestServer {
             server: Some(server),
             addr,
@@ -261,10 +265,44 @@ impl Client {
         })
         .await
         .expect("queue open");
-        let mut rx = workers
+        let rx = workers
             .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?
             .into_inner();
+        Client::from_stream(tx, rx).await
+    }
+
+    /// Attaches through a client that sends credentials.
+    pub async fn open_with(
+        mut workers: WorkerServiceClient<AuthChannel>,
+        worker: &str,
+        size: Option<(u32, u32)>,
+        replay: Option<pb::replay::Mode>,
+    ) -> Client {
+        let (tx, rx) = mpsc::channel(64);
+        tx.send(pb::AttachRequest {
+            frame: Some(pb::attach_request::Frame::Open(pb::AttachOpen {
+                worker: worker.into(),
+                size: size.map(|(rows, cols)| pb::WindowSize { rows, cols }),
+                replay: replay.map(|mode| pb::Replay { mode: Some(mode) }),
+                read_only: false,
+            })),
+        })
+        .await
+        .expect("queue open");
+        let rx = workers
+            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("attach")
+            .into_inner();
+        Client::from_stream(tx, rx).await.expect("attached")
+    }
+
+    /// A client over an opened Attach stream: waits for the `attached` frame.
+    pub async fn from_stream(
+        tx: mpsc::Sender<pb::AttachRequest>,
+        mut rx: tonic::Streaming<pb::AttachResponse>,
+    ) -> Result<Client, tonic::Status> {
         let first = tokio::time::timeout(PATIENCE, rx.next())
             .await
             .expect("attached frame in time")
@@ -446,4 +484,117 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("building {name}: {e}"))
         .path()
         .to_owned()
+}
+
+/// Everything stored: sessions (tombstones included) with labels, their workers,
+/// and the number of events. Refused calls must leave it unchanged.
+#[derive(Debug, PartialEq)]
+pub struct Stored {
+    pub sessions: Vec<corral_server::store::SessionRow>,
+    pub workers:
+        std::collections::BTreeMap<String, Vec<corral_server::store::entities::worker::Model>>,
+    pub events: usize,
+}
+
+/// Reads [`Stored`] straight from the store (no RPC, so no credentials needed).
+pub async fn stored(server: &RunningServer) -> Stored {
+    let store = server.manager().store();
+    let sessions = store
+        .list_sessions(&corral_server::store::SessionQuery {
+            show_deleted: true,
+            page_size: 100_000,
+            ..Default::default()
+        })
+        .await
+        .expect("list sessions")
+        .sessions;
+    let ids: Vec<String> = sessions.iter().map(|s| s.model.id.clone()).collect();
+    let workers = store.workers_of(&ids).await.expect("workers");
+    let events = store
+        .events_after(0, None, 1_000_000)
+        .await
+        .expect("events")
+        .len();
+    Stored {
+        sessions,
+        workers,
+        events,
+    }
+}
+
+/// Adds a fixed `authorization` header to every call.
+#[derive(Clone, Debug)]
+pub struct Authorization(pub tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Authorization {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry `authorization: <value>`.
+pub type AuthChannel = tonic::service::interceptor::InterceptedService<Channel, Authorization>;
+
+/// Session and worker clients over `channel` that send `authorization: <value>`.
+pub fn clients_as(
+    channel: &Channel,
+    authorization: &str,
+) -> (
+    SessionServiceClient<AuthChannel>,
+    WorkerServiceClient<AuthChannel>,
+) {
+    let auth = Authorization(authorization.parse().expect("an ASCII header value"));
+    (
+        SessionServiceClient::with_interceptor(channel.clone(), auth.clone()),
+        WorkerServiceClient::with_interceptor(channel.clone(), auth),
+    )
+}
+
+/// A quick CreateSession request.
+pub fn quick_session(name: &str, work_dir: &Path) -> pb::CreateSessionRequest {
+    pb::CreateSessionRequest {
+        session: Some(pb::Session {
+            display_name: name.into(),
+            source: Some(pb::session::Source::Quick(pb::QuickSource {
+                work_dir: work_dir.display().to_string(),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Connects to a server's Unix socket, waiting until it answers.
+pub async fn eventually_connect_unix(path: &Path) -> Channel {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let path_buf = path.to_path_buf();
+        let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path_buf.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        match tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(connector)
+            .await
+        {
+            Ok(channel) => return channel,
+            Err(err) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} did not answer within {PATIENCE:?}: {err}",
+                    path.display()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }

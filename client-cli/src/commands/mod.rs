@@ -39,7 +39,12 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         server => server,
     };
     let token = cli.token.as_deref().filter(|t| !t.is_empty());
-    let clients = Clients::connect(server, token).await?;
+    let tls = crate::client::TlsFiles {
+        ca: cli.tls_ca.clone(),
+        cert: cli.tls_cert.clone(),
+        key: cli.tls_key.clone(),
+    };
+    let clients = Clients::connect(server, token, &tls).await?;
     let ctx = Context { clients, out };
     match cli.command {
         Command::Session(command) => session::run(&ctx, command).await.map(|()| 0),

@@ -8,6 +8,7 @@
 //! the server once per file).
 
 mod attach;
+mod connect;
 mod harness;
 mod sessions;
 mod unimplemented;

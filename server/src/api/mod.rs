@@ -8,6 +8,7 @@ mod sessions;
 mod workers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::Status;
 
@@ -25,6 +26,14 @@ pub use workers::WorkerApi;
 pub struct ApiSettings {
     /// Largest Attach input frame, in bytes.
     pub max_input_frame_bytes: usize,
+    /// Input bytes per second per Attach stream (0: unlimited).
+    pub max_input_bytes_per_second: u64,
+    /// Largest gRPC message, in bytes (for the message of an oversized frame).
+    pub max_message_bytes: usize,
+    /// An Attach stream without frames for this long ends (zero: never).
+    pub stream_idle_timeout: Duration,
+    /// An Attach stream open this long ends (zero: never).
+    pub stream_max_duration: Duration,
 }
 
 impl ApiSettings {
@@ -32,6 +41,10 @@ impl ApiSettings {
     pub fn from_config(config: &Config) -> Self {
         ApiSettings {
             max_input_frame_bytes: config.max_input_frame_bytes,
+            max_input_bytes_per_second: config.max_input_bytes_per_second,
+            max_message_bytes: config.max_message_bytes,
+            stream_idle_timeout: config.stream_idle_timeout,
+            stream_max_duration: config.stream_max_duration,
         }
     }
 }
@@ -51,21 +64,6 @@ fn session_ref(field: &str, name: &str) -> Result<Ref, Status> {
 /// Parses a `sessions/{session}/workers/{worker}` field.
 fn worker_ref(field: &str, name: &str) -> Result<(Ref, Ref), Status> {
     names::parse_worker_name(field, name).map_err(|e| Error::Invalid(e).into())
-}
-
-/// Runs `work` to completion on its own task and waits for it.
-///
-/// tonic drops a handler's future when its client disconnects; a lifecycle change
-/// cut off at an `.await` could leave a session STARTING with half its workers
-/// spawned, or a worktree made without its row. Handlers that change processes or
-/// the filesystem run their work through this, so it always finishes.
-async fn run_detached<T: Send + 'static>(
-    work: impl std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
-) -> Result<T, Status> {
-    match tokio::spawn(work).await {
-        Ok(result) => result.map_err(Status::from),
-        Err(err) => Err(Error::Internal(format!("the request's task failed: {err}")).into()),
-    }
 }
 
 /// UNIMPLEMENTED, with the RPC's name.

@@ -8,7 +8,7 @@ use corral::pb::session_service_server::SessionService;
 use tonic::{Request, Response, Status};
 
 use super::convert::{message_to_pb, session_to_pb};
-use super::{Api, run_detached, session_ref, worker_ref};
+use super::{Api, session_ref, worker_ref};
 use crate::error::Error;
 use crate::manager::{ListSessions, NewSession, NewWorker, SessionPatch, SourceSpec, WorkerSpec};
 
@@ -47,11 +47,11 @@ impl SessionApi {
         action: crate::domain::state::Action,
     ) -> Result<Response<pb::Session>, Status> {
         let session = session_ref("name", name)?;
-        let manager = self.0.manager.clone();
-        let etag = etag.to_owned();
-        let view =
-            run_detached(async move { manager.session_action(&session, action, &etag).await })
-                .await?;
+        let view = self
+            .0
+            .manager
+            .session_action(&session, action, etag)
+            .await?;
         Ok(Response::new(session_to_pb(&view)))
     }
 }
@@ -62,6 +62,11 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
+        let creator = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .map(|principal| principal.name.clone())
+            .unwrap_or_default();
         let request = request.into_inner();
         let session = request
             .session
@@ -78,17 +83,19 @@ impl SessionService for SessionApi {
             None => None,
         };
         let workers = request.workers.into_iter().map(new_worker).collect();
-        let new = NewSession {
-            display_name: session.display_name,
-            description: session.description,
-            labels: session.labels.into_iter().collect(),
-            source,
-            workers,
-            validate_only: request.validate_only,
-            creator: String::new(),
-        };
-        let manager = self.0.manager.clone();
-        let view = run_detached(async move { manager.create_session(new).await }).await?;
+        let view = self
+            .0
+            .manager
+            .create_session(NewSession {
+                display_name: session.display_name,
+                description: session.description,
+                labels: session.labels.into_iter().collect(),
+                source,
+                workers,
+                validate_only: request.validate_only,
+                creator,
+            })
+            .await?;
         Ok(Response::new(session_to_pb(&view)))
     }
 
@@ -180,13 +187,11 @@ impl SessionService for SessionApi {
     ) -> Result<Response<pb::Session>, Status> {
         let request = request.into_inner();
         let session = session_ref("name", &request.name)?;
-        let manager = self.0.manager.clone();
-        let view = run_detached(async move {
-            manager
-                .delete_session(&session, &request.etag, request.delete_branch)
-                .await
-        })
-        .await?;
+        let view = self
+            .0
+            .manager
+            .delete_session(&session, &request.etag, request.delete_branch)
+            .await?;
         Ok(Response::new(session_to_pb(&view)))
     }
 
@@ -237,10 +242,11 @@ impl SessionService for SessionApi {
         let session = session_ref("name", &request.name)?;
         let grace =
             (request.grace_ms > 0).then(|| Duration::from_millis(u64::from(request.grace_ms)));
-        let manager = self.0.manager.clone();
-        let view =
-            run_detached(async move { manager.stop_session(&session, &request.etag, grace).await })
-                .await?;
+        let view = self
+            .0
+            .manager
+            .stop_session(&session, &request.etag, grace)
+            .await?;
         Ok(Response::new(session_to_pb(&view)))
     }
 

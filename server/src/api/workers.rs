@@ -7,6 +7,15 @@
 //! the client left. It ends on detach, on the worker's exit (after the last output
 //! and the exit frame), when the client goes away, and when the server shuts down
 //! (tonic would otherwise wait for open streams forever).
+//!
+//! Limits of one stream: input frames at most `--max-input-frame-bytes` (larger
+//! ends the stream, RESOURCE_EXHAUSTED); input at most
+//! `--max-input-bytes-per-second` (a token bucket over the injected clock; a frame
+//! over the budget is dropped and answered with an `error` frame,
+//! RESOURCE_EXHAUSTED, and the stream goes on); no frame either way for
+//! `--stream-idle-timeout`, or open for `--stream-max-duration`, ends it with
+//! DEADLINE_EXCEEDED. A request frame that does not decode ends it with
+//! INVALID_ARGUMENT.
 
 use corral::pb;
 use corral::pb::attach_request::Frame as In;
@@ -19,9 +28,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{activity_update_to_pb, exit_to_pb, profile_to_pb, size_to_pb, worker_to_pb};
 use super::sessions::new_worker;
-use super::{Api, run_detached, session_ref, worker_ref};
+use super::{Api, session_ref, worker_ref};
+use crate::domain::limits::{Expiry, StreamDeadlines, TokenBucket};
 use crate::domain::names::Ref;
 use crate::error::Error;
+use crate::guard::client_fault;
 use crate::manager::Attachment;
 use crate::supervisor::{Next, ReplayFrom, SignalTarget, WindowSize};
 
@@ -30,6 +41,8 @@ pub const MAX_OUTPUT_FRAME_BYTES: usize = 32 * 1024;
 /// Frames buffered per attached client before its sender waits (bounded memory:
 /// at most this many × 32 KiB per client, plus the HTTP/2 window).
 const CLIENT_QUEUE: usize = 8;
+/// How often an Attach stream checks its idle and absolute deadlines (at most).
+const LIMIT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The WorkerService handlers.
 #[derive(Clone, Debug)]
@@ -88,10 +101,11 @@ impl WorkerService for WorkerApi {
         let worker = request
             .worker
             .ok_or_else(|| Status::from(Error::invalid("worker", "is required")))?;
-        let manager = self.0.manager.clone();
-        let view =
-            run_detached(async move { manager.create_worker(&session, new_worker(worker)).await })
-                .await?;
+        let view = self
+            .0
+            .manager
+            .create_worker(&session, new_worker(worker))
+            .await?;
         Ok(Response::new(worker_to_pb(&view)))
     }
 
@@ -126,8 +140,7 @@ impl WorkerService for WorkerApi {
         request: Request<pb::DeleteWorkerRequest>,
     ) -> Result<Response<pb::DeleteWorkerResponse>, Status> {
         let (session, worker) = worker_ref("name", &request.into_inner().name)?;
-        let manager = self.0.manager.clone();
-        run_detached(async move { manager.delete_worker(&session, &worker).await }).await?;
+        self.0.manager.delete_worker(&session, &worker).await?;
         Ok(Response::new(pb::DeleteWorkerResponse {}))
     }
 
@@ -181,7 +194,11 @@ impl WorkerService for WorkerApi {
         request: Request<Streaming<pb::AttachRequest>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         let mut inbound = request.into_inner();
-        let open = match inbound.message().await? {
+        let max_message_bytes = self.0.settings.max_message_bytes;
+        let first = inbound.message().await.map_err(|status| {
+            client_fault(&status, max_message_bytes).map_or(status, Status::from)
+        })?;
+        let open = match first {
             Some(pb::AttachRequest {
                 frame: Some(In::Open(open)),
             }) => open,
@@ -243,6 +260,27 @@ fn frame(frame: Out) -> Result<pb::AttachResponse, Status> {
     Ok(pb::AttachResponse { frame: Some(frame) })
 }
 
+/// The status that ends a stream whose time is up.
+fn expired(expiry: Expiry) -> Error {
+    let (limit, value, message) = match expiry {
+        Expiry::Idle(d) => (
+            "stream_idle_timeout",
+            d,
+            "the Attach stream had no frame either way for too long; attach again to continue",
+        ),
+        Expiry::Lifetime(d) => (
+            "stream_max_duration",
+            d,
+            "the Attach stream was open for as long as the server allows; attach again to continue",
+        ),
+    };
+    Error::DeadlineExceeded {
+        limit,
+        value: humantime::format_duration(value).to_string(),
+        message: message.into(),
+    }
+}
+
 fn refusal(err: Error) -> Out {
     let status = Status::from(err);
     Out::Error(pb::AttachError {
@@ -276,6 +314,25 @@ impl Pump {
             return;
         }
         tracing::debug!(worker_id = %worker, "client attached");
+        let settings = &self.api.settings;
+        let clock = self.api.manager.clock().clone();
+        let mut bucket = (settings.max_input_bytes_per_second > 0)
+            .then(|| TokenBucket::per_second(settings.max_input_bytes_per_second, clock.now()));
+        let mut deadlines = StreamDeadlines::new(
+            settings.stream_idle_timeout,
+            settings.stream_max_duration,
+            clock.now(),
+        );
+        let limited = [settings.stream_idle_timeout, settings.stream_max_duration]
+            .into_iter()
+            .filter(|d| !d.is_zero())
+            .min();
+        let mut tick = tokio::time::interval(
+            limited
+                .map(|d| (d / 4).clamp(std::time::Duration::from_millis(10), LIMIT_CHECK_INTERVAL))
+                .unwrap_or(LIMIT_CHECK_INTERVAL),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inbound_open = true;
         // Agent workers: activity changes become `update` frames (a `watch`: a
         // slow client skips to the latest value, it never queues old ones).
@@ -302,6 +359,12 @@ impl Pump {
                         Err(_) => activity = None,
                     }
                 }
+                _ = tick.tick(), if limited.is_some() => {
+                    if let Some(expiry) = deadlines.expired(clock.now()) {
+                        let _ = self.tx.try_send(Err(expired(expiry).into()));
+                        break;
+                    }
+                }
                 () = self.shutdown.cancelled() => {
                     let _ = self.tx.try_send(Err(Status::unavailable("the server is shutting down")));
                     break;
@@ -309,6 +372,7 @@ impl Pump {
                 () = self.tx.closed() => break,
                 next = attachment.subscription.next(MAX_OUTPUT_FRAME_BYTES) => match next {
                     Next::Data { offset, data } => {
+                        deadlines.touch(clock.now());
                         let output = Out::Output(pb::Output {
                             offset: offset as i64,
                             replay: offset < replay_end,
@@ -331,7 +395,8 @@ impl Pump {
                 },
                 message = inbound.message(), if inbound_open => match message {
                     Ok(Some(request)) => {
-                        if !self.handle(&attachment, request).await {
+                        deadlines.touch(clock.now());
+                        if !self.handle(&attachment, request, bucket.as_mut()).await {
                             break;
                         }
                     }
@@ -339,6 +404,11 @@ impl Pump {
                     Ok(None) => inbound_open = false,
                     Err(status) => {
                         tracing::debug!(worker_id = %worker, %status, "attach request stream failed");
+                        // A frame that does not decode is the client's mistake: say so
+                        // (if the client is gone, the send goes nowhere).
+                        if let Some(fault) = client_fault(&status, settings.max_message_bytes) {
+                            let _ = self.tx.try_send(Err(fault.into()));
+                        }
                         break;
                     }
                 },
@@ -347,8 +417,13 @@ impl Pump {
         tracing::debug!(worker_id = %worker, "client detached");
     }
 
-    /// Handles one client frame; false ends the stream.
-    async fn handle(&self, attachment: &Attachment, request: pb::AttachRequest) -> bool {
+    /// Handles one client frame; false ends the stream. `bucket` meters input.
+    async fn handle(
+        &self,
+        attachment: &Attachment,
+        request: pb::AttachRequest,
+        bucket: Option<&mut TokenBucket>,
+    ) -> bool {
         let manager = &self.api.manager;
         match request.frame {
             Some(In::Input(data)) => {
@@ -369,6 +444,19 @@ impl Pump {
                             "this client attached read-only: input is refused",
                         ))))
                         .await;
+                }
+                if let Some(bucket) = bucket
+                    && !bucket.try_take(data.len() as u64, manager.clock().now())
+                {
+                    let err = Error::ResourceExhausted {
+                        limit: "max_input_bytes_per_second",
+                        value: bucket.rate(),
+                        message: format!(
+                            "input frame of {} bytes dropped: this stream sends input faster than the server accepts",
+                            data.len()
+                        ),
+                    };
+                    return self.send(frame(refusal(err))).await;
                 }
                 match manager.attach_input(attachment, data).await {
                     Ok(()) => true,

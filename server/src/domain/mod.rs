@@ -3,7 +3,7 @@
 //! plain unit tests; the manager consults it before touching the store or a process.
 
 pub mod filter;
+pub mod limits;
 pub mod names;
 pub mod page_token;
-pub mod paths;
 pub mod state;

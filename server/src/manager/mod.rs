@@ -34,6 +34,7 @@ use uuid::Uuid;
 use crate::agent::{AgentRuntime, AgentSettings, Profiles};
 use crate::clock::{Clock, micros_of};
 use crate::config::Config;
+use crate::confinement::{AllowedRoots, CommandPolicy};
 use crate::domain::names::Ref;
 use crate::domain::state::State;
 use crate::error::{Error, Result};
@@ -91,10 +92,16 @@ pub struct Settings {
     pub max_pty_cols: u16,
     pub shell: PathBuf,
     pub data_dir: PathBuf,
-    /// Canonical directories work dirs and repositories must lie under.
-    pub allowed_roots: Vec<PathBuf>,
     /// Set for every worker, over what it inherits.
     pub worker_env: Vec<(String, String)>,
+    /// Where sessions may work (`--allowed-root`).
+    pub allowed_roots: AllowedRoots,
+    /// What terminal workers may run (`--terminal-commands`).
+    pub commands: CommandPolicy,
+    /// Most live sessions on the server (`--max-sessions`).
+    pub max_sessions: u64,
+    /// Most live sessions of one principal (`--max-sessions-per-principal`).
+    pub max_sessions_per_principal: u64,
 }
 
 impl Settings {
@@ -113,8 +120,18 @@ impl Settings {
             max_pty_cols: config.max_pty_cols,
             shell: config.shell(),
             data_dir: config.data_dir(),
-            allowed_roots: config.allowed_roots(),
             worker_env: config.worker_env.clone(),
+            // Resolving the roots touches the file system once, at start-up; the
+            // configuration check already proved they resolve.
+            allowed_roots: AllowedRoots::new(&config.allowed_roots)
+                .unwrap_or_else(|_| AllowedRoots::unresolved(&config.allowed_roots)),
+            commands: CommandPolicy::new(
+                config.terminal_commands,
+                &config.allowed_commands,
+                config.shell(),
+            ),
+            max_sessions: config.max_sessions,
+            max_sessions_per_principal: config.max_sessions_per_principal,
         }
     }
 }
@@ -199,6 +216,11 @@ impl Manager {
         &self.agents
     }
 
+    /// The clock (for time-based limits of streams).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Cancelled when the server shuts down; long-lived streams select on it.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.shutdown
@@ -209,11 +231,13 @@ impl Manager {
         self.clock.now()
     }
 
-    /// Loads a session or answers NOT_FOUND.
+    /// Loads a session or answers NOT_FOUND — also when the caller may not see it
+    /// (another principal's session: see [`crate::auth`]), with the same message.
     async fn load(&self, session: &Ref) -> Result<SessionRow> {
         self.store
             .find_session(session)
             .await?
+            .filter(|row| crate::auth::may_see(&row.model.creator))
             .ok_or_else(|| Error::session_not_found(format!("sessions/{session}")))
     }
 

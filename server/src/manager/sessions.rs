@@ -205,8 +205,11 @@ impl Manager {
         }
         let (kind, work_dir, plan) = match &source {
             SourceSpec::Quick { work_dir } => {
-                let dir = worktree::canonical_dir("session.quick.work_dir", work_dir).await?;
-                worktree::check_root("session.quick.work_dir", &dir, &self.settings.allowed_roots)?;
+                let dir = self
+                    .settings
+                    .allowed_roots
+                    .resolve_dir("session.quick.work_dir", work_dir)
+                    .await?;
                 (SourceKind::Quick, dir, None)
             }
             SourceSpec::Worktree {
@@ -299,7 +302,15 @@ impl Manager {
         if let Some(plan) = &plan {
             worktree::add(plan, &work_dir).await?;
         }
-        if let Err(err) = self.store.create_session(&row, &workers, events).await {
+        let limits = crate::store::SessionLimits {
+            max_total: Some(self.settings.max_sessions),
+            max_per_creator: Some(self.settings.max_sessions_per_principal),
+        };
+        if let Err(err) = self
+            .store
+            .create_session_within(&row, &workers, events, &limits)
+            .await
+        {
             if let Some(plan) = &plan {
                 worktree::undo_add(plan, &work_dir).await;
             }
@@ -346,6 +357,7 @@ impl Manager {
                 show_deleted: request.show_deleted,
                 page_size,
                 after,
+                creator: crate::auth::visible_creator(),
             })
             .await?;
         let ids: Vec<String> = page.sessions.iter().map(|r| r.model.id.clone()).collect();

@@ -171,6 +171,7 @@ impl Manager {
         let (kind, command, env) = match &spec.spec {
             WorkerSpec::Terminal { command, env } => {
                 validate_terminal(command, env)?;
+                self.settings.commands.check(command, env)?;
                 (
                     worker_kind::TERMINAL,
                     serde_json::to_string(command).unwrap_or_else(|_| "[]".into()),
@@ -629,8 +630,19 @@ impl Manager {
         let program = if command.is_empty() {
             Program::LoginShell(self.settings.shell.clone())
         } else {
-            Program::Argv(command)
+            Program::Argv(command.clone())
         };
+        // The command policy is checked again right before spawning: it may have
+        // changed since the worker was created.
+        if let Err(err) = self.settings.commands.check(&command, &extra_env) {
+            let reason = format!(
+                "worker {:?} ({}): {err}",
+                model.display_name,
+                program.describe()
+            );
+            self.mark_worker_failed(model, &reason).await;
+            return Err(reason);
+        }
         let env = child_env(
             &self.settings.worker_env,
             &row.model.display_name,
@@ -674,11 +686,27 @@ impl Manager {
             size,
         };
         let now = self.now();
-        match self
-            .supervisor
-            .start(session_id, worker_id, spec, separator)
-            .await
-        {
+        // Confinement is checked again right before spawning (agents included): a
+        // work dir may have been replaced by a symlink pointing elsewhere since the
+        // session was created.
+        let refusal = if row.model.kind == crate::domain::filter::SourceKind::Quick.as_str() {
+            self.settings
+                .allowed_roots
+                .resolve_dir("work_dir", &row.model.work_dir)
+                .await
+                .err()
+        } else {
+            None
+        };
+        let started = match refusal {
+            Some(err) => Err(err.to_string()),
+            None => self
+                .supervisor
+                .start(session_id, worker_id, spec, separator)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match started {
             Ok(handle) => {
                 let pid = handle.pid();
                 let mut new = model.clone();

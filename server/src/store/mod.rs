@@ -87,6 +87,18 @@ pub struct SessionQuery {
     /// Rows per page, ≥ 1.
     pub page_size: u64,
     pub after: Option<Cursor>,
+    /// Only sessions this principal created (`None`: every session).
+    pub creator: Option<String>,
+}
+
+/// Limits on how many live (not deleted) sessions may exist, checked inside the
+/// transaction that creates one.
+#[derive(Clone, Debug, Default)]
+pub struct SessionLimits {
+    /// Most live sessions on the server (`None`: no limit).
+    pub max_total: Option<u64>,
+    /// Most live sessions of the new session's creator.
+    pub max_per_creator: Option<u64>,
 }
 
 /// One page of sessions.
@@ -186,6 +198,24 @@ impl Store {
         workers: &[worker::Model],
         events: Vec<NewEvent>,
     ) -> Result<()> {
+        self.create_session_within(row, workers, events, &SessionLimits::default())
+            .await
+    }
+
+    /// [`create_session`](Self::create_session), refused when it would exceed
+    /// `limits`. The sessions are counted in the creating transaction after its
+    /// events took the event counter's row lock, which serializes writers, so
+    /// concurrent creations cannot overshoot a limit.
+    ///
+    /// Errors: RESOURCE_EXHAUSTED naming the limit and its value (nothing written);
+    /// ALREADY_EXISTS as for `create_session`.
+    pub async fn create_session_within(
+        &self,
+        row: &SessionRow,
+        workers: &[worker::Model],
+        events: Vec<NewEvent>,
+        limits: &SessionLimits,
+    ) -> Result<()> {
         let txn = self.begin_write().await?;
         let inserted = session::Entity::insert(row.model.clone().into_active_model())
             .exec_without_returning(&txn)
@@ -205,6 +235,37 @@ impl Store {
             .await?;
         }
         events::append(&txn, row.model.create_time, events).await?;
+        let live = || session::Entity::find().filter(session::Column::DeleteTime.is_null());
+        if let Some(max) = limits.max_total {
+            let count = live().count(&txn).await?;
+            if count > max {
+                txn.rollback().await?;
+                return Err(Error::ResourceExhausted {
+                    limit: "max_sessions",
+                    value: max,
+                    message: format!("the server already holds {max} sessions; delete some first"),
+                });
+            }
+        }
+        if let Some(max) = limits.max_per_creator {
+            let count = live()
+                .filter(session::Column::Creator.eq(row.model.creator.as_str()))
+                .count(&txn)
+                .await?;
+            if count > max {
+                txn.rollback().await?;
+                let who = if row.model.creator.is_empty() {
+                    "the anonymous principal".to_owned()
+                } else {
+                    format!("principal {:?}", row.model.creator)
+                };
+                return Err(Error::ResourceExhausted {
+                    limit: "max_sessions_per_principal",
+                    value: max,
+                    message: format!("{who} already has {max} sessions; delete some first"),
+                });
+            }
+        }
         txn.commit().await?;
         Ok(())
     }
@@ -268,6 +329,9 @@ impl Store {
         }
         if let Some(filter) = &query.filter {
             condition = condition.add(filter_condition(filter));
+        }
+        if let Some(creator) = &query.creator {
+            condition = condition.add(session::Column::Creator.eq(creator.as_str()));
         }
         let total = session::Entity::find()
             .filter(condition.clone())
