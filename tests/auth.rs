@@ -357,3 +357,58 @@ async fn reflection_can_be_open_authenticated_or_off() {
         server.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_finds_only_the_conversations_a_principal_may_see() {
+    use corral_server::store::messages::NewMessage;
+    let server = server_with_tokens().await;
+    let store = server.server.as_ref().unwrap().manager().store().clone();
+    for (token, name) in [(ALICE, "alices"), (BOB, "bobs")] {
+        let session = create_as(&server, token, name).await;
+        store
+            .insert_messages(
+                &session.id,
+                vec![NewMessage {
+                    worker_id: String::new(),
+                    role: "USER".into(),
+                    text: format!("{name} says the password is swordfish"),
+                    tool_name: String::new(),
+                    create_time: 1,
+                    origin: "SEND_MESSAGE".into(),
+                    source_key: format!("test-{name}"),
+                }],
+            )
+            .await
+            .expect("a message");
+    }
+    let search = |token: &'static str| {
+        let channel = server.channel.clone();
+        async move {
+            let (mut sessions, _) = clients_as(&channel, &bearer(token));
+            let mut found: Vec<String> = sessions
+                .search_messages(pb::SearchMessagesRequest {
+                    query: "swordfish".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("search")
+                .into_inner()
+                .results
+                .into_iter()
+                .map(|r| r.message.expect("message").text)
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    assert_eq!(
+        search(BOB).await,
+        vec!["bobs says the password is swordfish"]
+    );
+    assert_eq!(
+        search(ALICE).await,
+        vec!["alices says the password is swordfish"]
+    );
+    assert_eq!(search(ROOT).await.len(), 2, "an admin searches everything");
+    server.stop().await;
+}

@@ -347,15 +347,21 @@ impl Manager {
         names::validate_text("query", query, MAX_QUERY_BYTES)?;
         let filter = filter::parse(filter_text)?;
         let size = page_size(page, 50)?;
-        let scope = format!("SearchMessages\n{query}\n{}", filter_text.trim());
+        let scope = format!(
+            "SearchMessages\n{query}\n{}\n{}",
+            filter_text.trim(),
+            crate::auth::visible_creator().unwrap_or_default()
+        );
         let offset: u64 = if token.is_empty() {
             0
         } else {
             self.store.page_tokens().decode(&scope, token)?
         };
+        // A principal limited to its own sessions searches only those.
+        let creator = crate::auth::visible_creator();
         let mut hits = self
             .store
-            .search_messages(query, filter.as_ref(), offset, size + 1)
+            .search_messages(query, filter.as_ref(), creator.as_deref(), offset, size + 1)
             .await?;
         let next = if hits.len() as u64 > size {
             hits.truncate(size as usize);

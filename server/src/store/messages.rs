@@ -347,14 +347,16 @@ impl Store {
             .await?)
     }
 
-    /// Full-text search: messages of sessions that are not deleted and match
-    /// `filter`, containing every word of `query`, best first; `offset` rows
-    /// skipped, at most `limit` returned. Ties are ordered by session and sequence
-    /// so pages are stable.
+    /// Full-text search: messages of sessions that are not deleted, match
+    /// `filter` and (when `creator` is given) were created by that principal,
+    /// containing every word of `query`, best first; `offset` rows skipped, at most
+    /// `limit` returned. Ties are ordered by session and sequence so pages are
+    /// stable.
     pub async fn search_messages(
         &self,
         query: &str,
         filter: Option<&Filter>,
+        creator: Option<&str>,
         offset: u64,
         limit: u64,
     ) -> Result<Vec<SearchHit>> {
@@ -426,6 +428,10 @@ impl Store {
             .and_where(Expr::col((Alias::new("sessions"), Alias::new("delete_time"))).is_null());
         if let Some(filter) = filter {
             select.cond_where(filter_condition(filter));
+        }
+        if let Some(creator) = creator {
+            select
+                .and_where(Expr::col((Alias::new("sessions"), Alias::new("creator"))).eq(creator));
         }
         order_hits(&mut select);
         select.limit(limit).offset(offset);
