@@ -13,6 +13,9 @@ mod m20261121_000002_session_indexes;
 mod m20261121_000010_messages;
 mod m20261121_000011_checkpoints;
 mod m20261121_000012_worker_activity;
+mod m20261121_000020_scrollback_chunks;
+mod m20261121_000021_servers;
+mod m20261121_000022_events_time;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -25,6 +28,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000010_messages::Migration),
             Box::new(m20261121_000011_checkpoints::Migration),
             Box::new(m20261121_000012_worker_activity::Migration),
+            Box::new(m20261121_000020_scrollback_chunks::Migration),
+            Box::new(m20261121_000021_servers::Migration),
+            Box::new(m20261121_000022_events_time::Migration),
         ]
     }
 }

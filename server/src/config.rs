@@ -126,6 +126,32 @@ pub struct Config {
     #[arg(long, env = "CORRAL_ACTIVITY_SETTLE", default_value = "300ms", value_parser = humantime::parse_duration)]
     pub activity_settle: Duration,
 
+    /// What start-up does with sessions a previous run of the server left
+    /// STARTING, ACTIVE or PAUSED: `resume` starts their workers again (terminals
+    /// in the same directory, agents with their agent session id, scrollback
+    /// kept; PAUSED sessions come back paused), `stop` marks them STOPPED
+    /// (resumable). Either way leftover processes of the previous run are reaped.
+    #[arg(long, env = "CORRAL_RESTART_POLICY", value_enum, default_value_t = RestartPolicy::Resume)]
+    pub restart_policy: RestartPolicy,
+
+    /// How long events are kept before the reaper purges them, e.g. `7d`.
+    #[arg(long, env = "CORRAL_EVENT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub event_retention: Duration,
+
+    /// How often WatchEvents looks for events written by other server processes
+    /// when LISTEN/NOTIFY is not available (SQLite), e.g. `500ms`.
+    #[arg(long, env = "CORRAL_EVENT_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub event_poll_interval: Duration,
+
+    /// Scrollback is persisted when this many bytes of output are pending...
+    #[arg(long, env = "CORRAL_SCROLLBACK_FLUSH_BYTES", default_value_t = 64 * 1024)]
+    pub scrollback_flush_bytes: usize,
+
+    /// ...or when the oldest pending byte is this old, e.g. `1s`; and when a
+    /// worker stops or the server shuts down.
+    #[arg(long, env = "CORRAL_SCROLLBACK_FLUSH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub scrollback_flush_interval: Duration,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info,corral_server=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -240,7 +266,8 @@ pub struct Config {
     #[arg(long, env = "CORRAL_STREAM_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub stream_idle_timeout: Duration,
 
-    /// An Attach stream open this long ends with DEADLINE_EXCEEDED. `0s`: never.
+    /// An Attach or WatchEvents stream open this long ends with DEADLINE_EXCEEDED
+    /// (WatchEvents: reconnect with the last sequence seen). `0s`: never.
     #[arg(long, env = "CORRAL_STREAM_MAX_DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub stream_max_duration: Duration,
 
@@ -433,6 +460,18 @@ impl Config {
                 self.scrollback_bytes
             ));
         }
+        if self.scrollback_flush_bytes == 0 || self.scrollback_flush_bytes > 4 << 20 {
+            return Err(format!(
+                "--scrollback-flush-bytes {} must be between 1 and {}",
+                self.scrollback_flush_bytes,
+                4 << 20
+            ));
+        }
+        if self.scrollback_flush_interval.is_zero() || self.event_poll_interval.is_zero() {
+            return Err(
+                "--scrollback-flush-interval and --event-poll-interval must be above zero".into(),
+            );
+        }
         if self.max_input_frame_bytes == 0 || self.max_input_frame_bytes > self.max_message_bytes {
             return Err(format!(
                 "--max-input-frame-bytes must be between 1 and --max-message-bytes ({})",
@@ -481,6 +520,26 @@ impl Config {
     }
 }
 
+/// What start-up does with sessions a previous run left running (see
+/// [`Config::restart_policy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestartPolicy {
+    /// Start the workers again; PAUSED sessions come back paused.
+    Resume,
+    /// Mark the sessions STOPPED (they can be resumed later).
+    Stop,
+}
+
+impl RestartPolicy {
+    /// The flag's value (`resume`, `stop`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Resume => "resume",
+            RestartPolicy::Stop => "stop",
+        }
+    }
+}
+
 /// Parses `NAME=value`.
 fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
     let (name, value) = pair
@@ -509,6 +568,10 @@ mod tests {
         assert_eq!(config.resume_window, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(config.allowed_roots, vec![PathBuf::from("/")]);
         assert_eq!(config.reaper_interval, Duration::from_secs(60));
+        assert_eq!(config.restart_policy, RestartPolicy::Resume);
+        assert_eq!(config.event_retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(config.scrollback_flush_bytes, 64 * 1024);
+        assert_eq!(config.scrollback_flush_interval, Duration::from_secs(1));
         assert_eq!(
             config.database_url(),
             "sqlite:///tmp/corral-test/corral.db?mode=rwc"

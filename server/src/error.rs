@@ -82,9 +82,12 @@ pub enum Error {
         message: String,
     },
 
-    /// The RPC is part of the contract but not built yet → UNIMPLEMENTED.
-    #[error("{rpc} is not implemented by this server yet")]
-    Unimplemented { rpc: &'static str },
+    /// A position past what is kept (e.g. events already purged) → OUT_OF_RANGE.
+    #[error("{message}")]
+    OutOfRange {
+        reason: &'static str,
+        message: String,
+    },
 
     /// The server is shutting down → UNAVAILABLE.
     #[error("{0}")]
@@ -144,7 +147,7 @@ impl Error {
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
             Error::Unauthenticated => Code::Unauthenticated,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-            Error::Unimplemented { .. } => Code::Unimplemented,
+            Error::OutOfRange { .. } => Code::OutOfRange,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Database(err) if is_connection_error(err) => Code::Unavailable,
             Error::Database(_) | Error::Internal(_) => Code::Internal,
@@ -169,7 +172,7 @@ impl Error {
             Error::ResourceExhausted { .. } => "LIMIT_EXCEEDED",
             Error::Unauthenticated => "UNAUTHENTICATED",
             Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
-            Error::Unimplemented { .. } => "UNIMPLEMENTED",
+            Error::OutOfRange { reason, .. } => reason,
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::Database(_) => "DATABASE_ERROR",
             Error::Internal(_) => "INTERNAL",

@@ -11,6 +11,7 @@
 //! worktree.rs           git worktrees of worktree sessions (real `git`, clean env)
 //! reaper.rs             the retention task: auto-archive, purge tombstones
 //! store/                SeaORM entities and queries, one error type
+//! events.rs             the event feed and WatchEvents readers
 //! error.rs              the cause enum and its one mapping to tonic::Status
 //! guard.rs, auth/       every call: credentials → principal, deadline, decode faults
 //! security.rs           tokens, TLS, allowed roots, listener rules, loaded at start-up
@@ -27,6 +28,7 @@ pub mod config;
 pub mod confinement;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod guard;
 pub mod listen;
 pub mod manager;

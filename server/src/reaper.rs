@@ -46,6 +46,8 @@ pub struct Pass {
     pub purged: u64,
     /// Checkpoints deleted: past their TTL, or of deleted sessions.
     pub checkpoints_expired: u64,
+    /// Events deleted: older than the event retention.
+    pub events_purged: u64,
     /// Steps that failed (each is logged).
     pub failed_steps: u32,
 }
@@ -100,13 +102,16 @@ impl Reaper {
             Some(expired) => pass.checkpoints_expired = expired,
             None => pass.failed_steps += 1,
         }
-        // Further retention steps (event log expiry) go here, each with its own
-        // count in `Pass`.
+        match step("purge events", self.manager.purge_expired_events(now)).await {
+            Some(purged) => pass.events_purged = purged,
+            None => pass.failed_steps += 1,
+        }
         tracing::info!(
             archived = pass.archived,
             worktrees_removed = pass.worktrees_removed,
             purged = pass.purged,
             checkpoints_expired = pass.checkpoints_expired,
+            events_purged = pass.events_purged,
             failed_steps = pass.failed_steps,
             "retention pass"
         );

@@ -312,3 +312,72 @@ pub fn profile_to_pb(profile: &Profile) -> pb::AgentProfile {
             .unwrap_or_default(),
     }
 }
+
+/// A stored event as the API's message: its type by name, its resource names,
+/// and the detail its payload holds for that type. Unknown stored names become
+/// the `_UNSPECIFIED` values rather than errors (the log outlives code changes).
+pub fn event_to_pb(row: &crate::store::entities::event::Model) -> pb::Event {
+    use crate::store::EventPayload;
+    let payload: EventPayload = serde_json::from_str(&row.payload).unwrap_or_default();
+    let kind = pb::event::Type::from_str_name(&row.kind).unwrap_or(pb::event::Type::Unspecified);
+    let session = uuid::Uuid::try_parse(&row.session_id).ok();
+    let worker = uuid::Uuid::try_parse(&row.worker_id).ok();
+    let state = |name: &str| {
+        State::parse(name)
+            .map(state_to_pb)
+            .unwrap_or(pb::session::State::Unspecified) as i32
+    };
+    use pb::event::{Detail, Type};
+    let detail = match kind {
+        Type::SessionCreated
+        | Type::SessionStateChanged
+        | Type::SessionDeleted
+        | Type::SessionPurged => Some(Detail::StateChange(pb::StateChange {
+            from: state(&payload.from),
+            to: state(&payload.to),
+            action: pb::session::Action::from_str_name(&payload.action.to_ascii_uppercase())
+                .unwrap_or(pb::session::Action::Unspecified) as i32,
+            reason: payload.reason.clone(),
+        })),
+        Type::WorkerExited => Some(Detail::WorkerExit(pb::WorkerExit {
+            exit_status: Some(pb::ExitStatus {
+                code: payload.exit_code,
+                signal: payload.exit_signal.clone(),
+                core_dumped: false,
+                description: payload.reason.clone(),
+            }),
+        })),
+        Type::ActivityChanged => {
+            let activity = |name: &str| {
+                pb::worker::Activity::from_str_name(name)
+                    .unwrap_or(pb::worker::Activity::Unspecified) as i32
+            };
+            Some(Detail::ActivityChange(pb::ActivityChange {
+                from: activity(&payload.from),
+                to: activity(&payload.to),
+                evidence: (!payload.rule.is_empty()).then(|| pb::ActivityEvidence {
+                    rule: payload.rule.clone(),
+                    source: payload.source.clone(),
+                    matched_text: payload.matched_text.clone(),
+                    time: Some(to_timestamp(row.time)),
+                }),
+            }))
+        }
+        Type::CheckpointSaved => Some(Detail::CheckpointSaved(pb::CheckpointSaved {
+            checkpoint: payload.checkpoint.clone(),
+            version: payload.version.unwrap_or_default(),
+        })),
+        _ => None,
+    };
+    pb::Event {
+        sequence: row.sequence,
+        r#type: kind as i32,
+        time: Some(to_timestamp(row.time)),
+        session: session.map(session_name).unwrap_or_default(),
+        worker: match (session, worker) {
+            (Some(session), Some(worker)) => worker_name(session, worker),
+            _ => String::new(),
+        },
+        detail,
+    }
+}

@@ -32,7 +32,7 @@ pub struct ApiSettings {
     pub max_message_bytes: usize,
     /// An Attach stream without frames for this long ends (zero: never).
     pub stream_idle_timeout: Duration,
-    /// An Attach stream open this long ends (zero: never).
+    /// An Attach or WatchEvents stream open this long ends (zero: never).
     pub stream_max_duration: Duration,
 }
 
@@ -64,9 +64,4 @@ fn session_ref(field: &str, name: &str) -> Result<Ref, Status> {
 /// Parses a `sessions/{session}/workers/{worker}` field.
 fn worker_ref(field: &str, name: &str) -> Result<(Ref, Ref), Status> {
     names::parse_worker_name(field, name).map_err(|e| Error::Invalid(e).into())
-}
-
-/// UNIMPLEMENTED, with the RPC's name.
-fn unimplemented(rpc: &'static str) -> Status {
-    Error::Unimplemented { rpc }.into()
 }

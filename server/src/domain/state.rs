@@ -7,7 +7,8 @@
 //!
 //! Automatic transitions (STARTING → ACTIVE when the workers are up, → ERROR when
 //! one fails, ACTIVE → ERROR when an agent crashes, STOPPED → ARCHIVED by the
-//! retention task) are [`Event`]s, checked by [`on_event`] the same way.
+//! retention task, and what a server restart does to running sessions) are
+//! [`Event`]s, checked by [`on_event`] the same way.
 
 use std::fmt;
 
@@ -61,6 +62,13 @@ pub enum Event {
     ResumeWindowExpired,
     /// Every worker of an ACTIVE session ended on its own.
     AllWorkersExited,
+    /// The server restarted while the session was running and the restart policy
+    /// resumes it: STARTING and ACTIVE start again (→ STARTING); PAUSED stays
+    /// PAUSED (its processes are started again, then suspended).
+    Recovered,
+    /// The server restarted while the session was running and the restart policy
+    /// stops it (→ STOPPED, resumable).
+    Orphaned,
 }
 
 impl State {
@@ -199,6 +207,9 @@ pub fn on_event(state: State, event: Event) -> Option<State> {
         (S::Error, E::RetriesExhausted) => Some(S::Deleted),
         (S::Stopped, E::ResumeWindowExpired) => Some(S::Archived),
         (S::Active, E::AllWorkersExited) => Some(S::Stopped),
+        (S::Starting | S::Active, E::Recovered) => Some(S::Starting),
+        (S::Paused, E::Recovered) => Some(S::Paused),
+        (S::Starting | S::Active | S::Paused, E::Orphaned) => Some(S::Stopped),
         _ => None,
     }
 }
@@ -343,6 +354,8 @@ mod tests {
             Event::RetriesExhausted,
             Event::ResumeWindowExpired,
             Event::AllWorkersExited,
+            Event::Recovered,
+            Event::Orphaned,
         ] {
             assert_eq!(on_event(State::Deleted, event), None);
         }
@@ -357,6 +370,8 @@ mod tests {
             E::RetriesExhausted,
             E::ResumeWindowExpired,
             E::AllWorkersExited,
+            E::Recovered,
+            E::Orphaned,
         ];
         let allowed: &[(State, Event, State)] = &[
             (State::Starting, E::Ready, State::Active),
@@ -366,6 +381,12 @@ mod tests {
             (State::Error, E::RetriesExhausted, State::Deleted),
             (State::Stopped, E::ResumeWindowExpired, State::Archived),
             (State::Active, E::AllWorkersExited, State::Stopped),
+            (State::Starting, E::Recovered, State::Starting),
+            (State::Active, E::Recovered, State::Starting),
+            (State::Paused, E::Recovered, State::Paused),
+            (State::Starting, E::Orphaned, State::Stopped),
+            (State::Active, E::Orphaned, State::Stopped),
+            (State::Paused, E::Orphaned, State::Stopped),
         ];
         for state in State::ALL {
             for event in events {

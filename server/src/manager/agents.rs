@@ -270,6 +270,7 @@ impl Manager {
                 &row.model.display_name,
                 &row.model.id,
                 &model.display_name,
+                &self.server_id,
                 &Default::default(),
             ),
         );

@@ -70,7 +70,8 @@ pub fn apply(
             model.resume_time = Some(now);
             model.resume_count += 1;
         }
-        State::Paused => {
+        // A PAUSED session brought back paused after a restart was not paused again.
+        State::Paused if from != State::Paused => {
             model.pause_time = Some(now);
             model.pause_count += 1;
         }
@@ -152,6 +153,7 @@ mod tests {
             message_count: 0,
             user_messages: 0,
             assistant_messages: 0,
+            server_id: None,
         }
     }
 

@@ -15,8 +15,11 @@
 mod agents;
 mod checkpoints;
 mod conversation;
+mod events;
 pub mod lifecycle;
+mod reconcile;
 mod retention;
+pub mod scrollback;
 mod sessions;
 mod transitions;
 mod workers;
@@ -33,7 +36,7 @@ use uuid::Uuid;
 
 use crate::agent::{AgentRuntime, AgentSettings, Profiles};
 use crate::clock::{Clock, micros_of};
-use crate::config::Config;
+use crate::config::{Config, RestartPolicy};
 use crate::confinement::{AllowedRoots, CommandPolicy};
 use crate::domain::names::Ref;
 use crate::domain::state::State;
@@ -102,6 +105,10 @@ pub struct Settings {
     pub max_sessions: u64,
     /// Most live sessions of one principal (`--max-sessions-per-principal`).
     pub max_sessions_per_principal: u64,
+    /// What start-up does with sessions a previous run left running.
+    pub restart_policy: RestartPolicy,
+    /// How long events are kept.
+    pub event_retention: Duration,
 }
 
 impl Settings {
@@ -132,6 +139,8 @@ impl Settings {
             ),
             max_sessions: config.max_sessions,
             max_sessions_per_principal: config.max_sessions_per_principal,
+            restart_policy: config.restart_policy,
+            event_retention: config.event_retention,
         }
     }
 }
@@ -154,13 +163,18 @@ pub struct Manager {
     agents: Arc<AgentRuntime>,
     /// The manager itself, for tasks it spawns (crash restarts, agent monitors).
     me: Weak<Manager>,
+    /// This server process's id in `servers` (new at every start).
+    server_id: String,
+    /// The tasks that persist the scrollback of running workers.
+    persisters: Arc<scrollback::Persisters>,
 }
 
 impl Manager {
-    /// A manager over `store`, with a supervisor built from `config`. Starts the task
-    /// that records worker exits, and reconciles the store with reality: sessions a
-    /// previous run of the server left running are stopped (their processes died
-    /// with it).
+    /// A manager over `store`, with a supervisor built from `config`. Registers
+    /// this server process in `servers`, starts the event feed and the task that
+    /// records worker exits, and reconciles the store with the machine (see
+    /// `reconcile.rs`): leftover processes of a previous run are reaped and the
+    /// sessions it left running are resumed or stopped per `--restart-policy`.
     pub async fn start(
         config: &Config,
         store: Store,
@@ -181,6 +195,15 @@ impl Manager {
             .map_err(|e| Error::Internal(format!("loading agent profiles: {e}")))?
             .map_err(|e| Error::Internal(format!("agent profiles: {e}")))?;
         let agents = Arc::new(AgentRuntime::new(profiles, agent_settings(config)));
+        let server_id = Uuid::new_v4().to_string();
+        store
+            .register_server(&reconcile::identity(&server_id, clock.now()))
+            .await?;
+        let persisters = Arc::new(scrollback::Persisters::new(scrollback::FlushPolicy {
+            bytes: config.scrollback_flush_bytes,
+            interval: config.scrollback_flush_interval,
+            capacity: config.scrollback_bytes,
+        }));
         let manager = Arc::new_cyclic(|me| Manager {
             settings: Settings::from_config(config),
             store,
@@ -190,10 +213,23 @@ impl Manager {
             shutdown,
             agents,
             me: me.clone(),
+            server_id,
+            persisters,
         });
-        manager.reconcile().await?;
         tokio::spawn(exit_listener(Arc::downgrade(&manager), events_rx));
+        manager.reconcile().await?;
+        crate::events::spawn_feed(
+            manager.store.clone(),
+            config.event_poll_interval,
+            manager.shutdown.clone(),
+        );
         Ok(manager)
+    }
+
+    /// This server process's id (`servers.id`; sessions it runs name it in
+    /// `server_id`).
+    pub fn server_id(&self) -> &str {
+        &self.server_id
     }
 
     /// The store.
@@ -290,18 +326,56 @@ impl Manager {
         }
     }
 
-    /// Stops every worker and marks the sessions that were running as STOPPED
-    /// ("server shut down"), so the store says what is true once the server is gone.
+    /// Graceful shutdown: stops every worker (SIGTERM, SIGKILL after the grace)
+    /// and records their exits, lets the scrollback persisters write their last
+    /// batches, and records that this server stopped cleanly. Sessions keep their
+    /// state (ACTIVE, PAUSED): the next start handles them by its restart policy,
+    /// as after a crash, but with nothing lost and the reason "the server shut
+    /// down at …".
     pub async fn shutdown(&self) {
-        let running = self.store_running_sessions().await.unwrap_or_default();
+        let runs: Vec<_> = self
+            .supervisor
+            .running()
+            .into_iter()
+            .map(|handle| {
+                let generation = handle.run().generation;
+                (handle, generation)
+            })
+            .collect();
         self.supervisor.shutdown(self.settings.stop_grace).await;
-        for row in running {
-            if let Err(err) = self
-                .force_stopped(row, "server shut down while the session was running")
+        for (handle, generation) in runs {
+            let crate::supervisor::RunState::Exited(exit) = handle.run().state else {
+                continue;
+            };
+            let worker_id = handle.worker_id().to_string();
+            let model = match self
+                .store
+                .find_worker(
+                    &handle.session_id().to_string(),
+                    &Ref::Id(handle.worker_id()),
+                )
                 .await
             {
-                tracing::error!(%err, "recording a session as stopped at shutdown");
+                Ok(Some(model)) => model,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::error!(%worker_id, %err, "reading a worker at shutdown");
+                    continue;
+                }
+            };
+            if let Err(err) = self.record_exit(&model, generation, &exit, true).await {
+                tracing::error!(%worker_id, %err, "recording a worker exit at shutdown");
             }
+        }
+        self.persisters
+            .drain(self.settings.stop_grace + Duration::from_secs(5))
+            .await;
+        if let Err(err) = self
+            .store
+            .mark_server_stopped(&self.server_id, self.now())
+            .await
+        {
+            tracing::error!(%err, "recording the clean shutdown");
         }
     }
 
@@ -329,60 +403,6 @@ impl Manager {
                 None => return Ok(rows),
             }
         }
-    }
-
-    /// Start-up reconciliation: sessions stored as STARTING/ACTIVE/PAUSED have no
-    /// processes in this server (they died with the previous one), so they become
-    /// STOPPED with the reason recorded; their workers are marked stopped.
-    async fn reconcile(&self) -> Result<()> {
-        for row in self.store_running_sessions().await? {
-            let id = row.model.id.clone();
-            self.force_stopped(
-                row,
-                "server restarted; the previous run ended while the session was running",
-            )
-            .await?;
-            tracing::info!(session_id = %id, "reconciled: stopped after a server restart");
-        }
-        Ok(())
-    }
-
-    /// Moves a running session to STOPPED (an automatic transition the table allows
-    /// from STARTING, ACTIVE and PAUSED) and marks its running workers stopped.
-    async fn force_stopped(&self, mut row: SessionRow, reason: &str) -> Result<()> {
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let from = State::parse(&row.model.state).unwrap_or(State::Error);
-            if !from.is_running() {
-                return Ok(());
-            }
-            let now = self.now();
-            let mut new = row.clone();
-            let event = lifecycle::apply(
-                &mut new.model,
-                from,
-                State::Stopped,
-                &Cause::Automatic(reason.to_owned()),
-                now,
-                self.settings.retention,
-            );
-            match self.store.write_session(&row, &new, vec![event]).await? {
-                crate::store::Write::Done(_) => {
-                    for worker in self.store.list_workers(&row.model.id).await? {
-                        self.mark_worker_stopped(&worker).await?;
-                    }
-                    return Ok(());
-                }
-                crate::store::Write::Conflict => {
-                    row = match self.store.get_session(&row.model.id).await? {
-                        Some(row) => row,
-                        None => return Ok(()),
-                    };
-                }
-            }
-        }
-        Err(Error::Aborted {
-            message: format!("session {} kept changing while being stopped", row.model.id),
-        })
     }
 
     /// Lists labels of a session for display (sorted).

@@ -293,6 +293,7 @@ impl Manager {
                 message_count: 0,
                 user_messages: 0,
                 assistant_messages: 0,
+                server_id: None,
             },
             labels: new.labels,
         };
@@ -466,6 +467,10 @@ impl Manager {
                 self.now(),
                 self.settings.retention,
             );
+            if to == State::Starting {
+                // This server spawns the processes: it owns them (see reconcile.rs).
+                new.model.server_id = Some(self.server_id.clone());
+            }
             match self.store.write_session(&row, &new, vec![event]).await? {
                 Write::Done(written) => {
                     tracing::info!(session_id = %written.model.id, %action, %from, %to, "transition");

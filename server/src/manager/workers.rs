@@ -546,6 +546,18 @@ impl Manager {
     /// Spawns every worker of a STARTING session (a default `shell` when it has
     /// none), then moves it to ACTIVE — or to ERROR with the first failure.
     pub(super) async fn launch(&self, row: SessionRow) -> Result<super::SessionView> {
+        self.launch_with(row, None, "every worker is running").await
+    }
+
+    /// [`launch`](Self::launch) with the line written into each worker's
+    /// scrollback before the new run (`None`: a "started again" line when the
+    /// session ran before) and the reason recorded for STARTING → ACTIVE.
+    pub(super) async fn launch_with(
+        &self,
+        row: SessionRow,
+        separator: Option<String>,
+        ready_reason: &str,
+    ) -> Result<super::SessionView> {
         let session_id = parse_id(&row.model.id)?;
         let mut workers = self.store.list_workers(&row.model.id).await?;
         if workers.is_empty() {
@@ -562,11 +574,14 @@ impl Manager {
                 workers.push(model);
             }
         }
-        // A worker that ran before continues its scrollback after a visible line.
-        let separator = format!(
-            "\r\n\x1b[2m--- corral: started again at {} ---\x1b[0m\r\n",
-            crate::clock::to_datetime(self.now()).format("%Y-%m-%d %H:%M:%S UTC")
-        );
+        // A worker that ran before continues its scrollback after a visible line
+        // (the caller's, e.g. a server-restart marker, or "started again").
+        let separator = separator.unwrap_or_else(|| {
+            format!(
+                "\r\n\x1b[2m--- corral: started again at {} ---\x1b[0m\r\n",
+                crate::clock::to_datetime(self.now()).format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        });
         let mut failure = None;
         for model in &workers {
             let separator = if model.start_time.is_some() {
@@ -584,7 +599,7 @@ impl Manager {
                 .await?;
             self.fail(&row.model.id, &reason).await?;
         } else if self
-            .automatic(&row.model.id, Event::Ready, "every worker is running")
+            .automatic(&row.model.id, Event::Ready, ready_reason)
             .await?
             .is_none()
         {
@@ -648,6 +663,7 @@ impl Manager {
             &row.model.display_name,
             &row.model.id,
             &model.display_name,
+            &self.server_id,
             &extra_env,
         );
         self.start_process(row, model, program, env, separator, None, String::new())
@@ -671,6 +687,8 @@ impl Manager {
     ) -> std::result::Result<WorkerHandle, String> {
         let session_id = parse_id(&row.model.id).map_err(|e| e.to_string())?;
         let worker_id = parse_id(&model.id).map_err(|e| e.to_string())?;
+        // After a server restart the worker continues its stored scrollback.
+        self.restore_scrollback(model).await;
         let size = self
             .supervisor
             .handle(worker_id)
@@ -708,6 +726,7 @@ impl Manager {
         };
         match started {
             Ok(handle) => {
+                self.persist_scrollback(&handle);
                 let pid = handle.pid();
                 let mut new = model.clone();
                 new.state = worker_state::RUNNING.into();
@@ -980,12 +999,15 @@ fn exit_failure(model: &worker::Model, exit: &ExitInfo) -> Option<String> {
 
 /// The explicit environment of a worker's process: a few variables of the
 /// server's own (see [`INHERITED_ENV`] and `LC_*`), the server's `--worker-env`,
-/// the terminal's, Corral's, then the worker's own.
+/// the terminal's, Corral's, then the worker's own. `CORRAL_SESSION_ID` and
+/// `CORRAL_SERVER_ID` also let a later server find the worker's processes after a
+/// crash, even those that left its process tree.
 pub(super) fn child_env(
     configured: &[(String, String)],
     session_name: &str,
     session_id: &str,
     worker_name: &str,
+    server_id: &str,
     extra: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
     let mut env: BTreeMap<String, String> = std::env::vars()
@@ -1001,6 +1023,7 @@ pub(super) fn child_env(
     env.insert("CORRAL_SESSION".into(), session_name.into());
     env.insert("CORRAL_SESSION_ID".into(), session_id.into());
     env.insert("CORRAL_WORKER".into(), worker_name.into());
+    env.insert("CORRAL_SERVER_ID".into(), server_id.into());
     for (key, value) in extra {
         env.insert(key.clone(), value.clone());
     }
@@ -1103,6 +1126,7 @@ mod tests {
             "demo",
             "id",
             "shell",
+            "server",
             &extra,
         )
         .into_iter()

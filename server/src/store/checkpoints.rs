@@ -168,8 +168,9 @@ impl Store {
                 ..Default::default()
             },
         );
-        events::append(&txn, row.create_time, vec![event]).await?;
+        let last = events::append(&txn, row.create_time, vec![event]).await?;
         txn.commit().await?;
+        self.announce(last);
         Ok(row)
     }
 

@@ -45,6 +45,10 @@ pub mod session {
         pub message_count: i64,
         pub user_messages: i64,
         pub assistant_messages: i64,
+        /// The server (`servers.id`) that runs, or last ran, the session's
+        /// processes; set when the session (re)starts. Start-up reconciliation
+        /// leaves alone what a live server owns.
+        pub server_id: Option<String>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -149,6 +153,55 @@ pub mod setting {
         #[sea_orm(primary_key, auto_increment = false)]
         pub key: String,
         pub value: String,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `scrollback_chunks`: batches of a worker's output, persisted so its scrollback
+/// survives a server restart.
+pub mod scrollback_chunk {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "scrollback_chunks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub worker_id: String,
+        /// Absolute offset of the first byte in the worker's output.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub start_offset: i64,
+        /// One past the last byte (`start_offset + data.len()`).
+        pub end_offset: i64,
+        pub data: Vec<u8>,
+        pub write_time: i64,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `servers`: one row per start of a server process.
+pub mod server {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "servers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// `/etc/machine-id` (or the host name when it is missing).
+        pub machine_id: String,
+        /// `/proc/sys/kernel/random/boot_id` at start.
+        pub boot_id: String,
+        pub pid: i32,
+        /// Field 22 of `/proc/<pid>/stat` of the server process.
+        pub process_start_ticks: i64,
+        pub hostname: String,
+        pub start_time: i64,
+        /// Set by a clean shutdown.
+        pub stop_time: Option<i64>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

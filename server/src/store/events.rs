@@ -6,13 +6,37 @@
 //! PostgreSQL (SQLite serializes all writers anyway), so sequences have no gaps and
 //! become visible in order — a reader that saw sequence N will never later find an
 //! event below N appear.
+//!
+//! Announcing new events: on PostgreSQL, [`append`] also runs
+//! `pg_notify('corral_events', '<last sequence>')` in the writing transaction, so
+//! every server LISTENing on the channel hears of it when (and only if) the
+//! transaction commits, in commit order. Within one server the store also
+//! announces the last sequence it committed on a `watch` channel
+//! ([`Store::committed_events`]); for writers in other processes on SQLite the
+//! event feed polls the `counters` row. A notification carries only "events up to
+//! N are committed": readers fetch the events themselves, so the database stays
+//! the one source of truth and a lost notification delays but never loses an
+//! event.
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
+};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
-use super::entities::event;
+use super::Store;
+use super::entities::{event, session};
 use crate::clock::Micros;
+use crate::error::Result;
+
+/// The PostgreSQL channel on which committed event sequences are announced.
+pub const NOTIFY_CHANNEL: &str = "corral_events";
+
+/// Rows deleted per statement when purging, so a purge never holds the write
+/// lock (SQLite) or a huge transaction (PostgreSQL) for long.
+const PURGE_BATCH: i64 = 5_000;
 
 /// What happened. Stored as its upper-case name, the same as `corral.v1.Event.Type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -180,5 +204,137 @@ pub(crate) async fn append<C: ConnectionTrait>(
             payload: Set(serde_json::to_string(&event.payload).unwrap_or_else(|_| "{}".into())),
         });
     event::Entity::insert_many(rows).exec(txn).await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        // Delivered to every listener when this transaction commits; never if
+        // it rolls back.
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [NOTIFY_CHANNEL.into(), last.to_string().into()],
+        ))
+        .await?;
+    }
     Ok(last)
+}
+
+/// Which stored events a reader wants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only this session's events (its id). `None`: all.
+    pub session_id: Option<String>,
+    /// Only these kinds. Empty: all.
+    pub kinds: Vec<EventKind>,
+    /// Only events of sessions this principal created (a caller limited to its
+    /// own sessions, see `auth::visible_creator`). `None`: every session's events,
+    /// and server-wide events without a session.
+    pub creator: Option<String>,
+}
+
+impl Store {
+    /// A receiver of the highest event sequence known to be committed: updated by
+    /// this store after each of its commits, and by the event feed for writers in
+    /// other processes. A `watch` keeps only the newest value, so a slow reader
+    /// costs no memory.
+    pub fn committed_events(&self) -> watch::Receiver<i64> {
+        self.committed.subscribe()
+    }
+
+    /// Records that events up to `sequence` are committed (never moves back).
+    pub fn announce(&self, sequence: i64) {
+        self.committed.send_if_modified(|head| {
+            if sequence > *head {
+                *head = sequence;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The highest committed sequence, read from the `counters` row (0 when no
+    /// event was ever written).
+    pub async fn event_head(&self) -> Result<i64> {
+        let query = Query::select()
+            .column("value")
+            .from("counters")
+            .and_where(Expr::col("name").eq("event_sequence"))
+            .to_owned();
+        let row = self.db.query_one(&query).await?;
+        Ok(match row {
+            Some(row) => row.try_get::<i64>("", "value")?,
+            None => 0,
+        })
+    }
+
+    /// Stored events with `sequence > after` matching `filter`, oldest first, at
+    /// most `limit` (≥ 1).
+    pub async fn list_events(
+        &self,
+        after: i64,
+        filter: &EventFilter,
+        limit: u64,
+    ) -> Result<Vec<event::Model>> {
+        let mut query = event::Entity::find().filter(event::Column::Sequence.gt(after));
+        if let Some(session_id) = &filter.session_id {
+            query = query.filter(event::Column::SessionId.eq(session_id.as_str()));
+        }
+        if !filter.kinds.is_empty() {
+            query =
+                query.filter(event::Column::Kind.is_in(filter.kinds.iter().map(|k| k.as_str())));
+        }
+        if let Some(creator) = &filter.creator {
+            let theirs = Query::select()
+                .column(session::Column::Id)
+                .from(session::Entity)
+                .and_where(session::Column::Creator.eq(creator.as_str()))
+                .to_owned();
+            query = query.filter(event::Column::SessionId.in_subquery(theirs));
+        }
+        Ok(query
+            .order_by_asc(event::Column::Sequence)
+            .limit(std::cmp::max(limit, 1))
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The sequence of the oldest event kept, if any.
+    pub async fn oldest_event(&self) -> Result<Option<i64>> {
+        Ok(event::Entity::find()
+            .select_only()
+            .column_as(event::Column::Sequence.min(), "min")
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten())
+    }
+
+    /// Deletes every event up to the newest one written before `before` (µs), so
+    /// the kept events stay a contiguous run of sequences. Deletes in batches;
+    /// idempotent, and safe when several servers purge at once (a row is deleted
+    /// once, the others delete nothing). Returns the rows deleted by this call.
+    pub async fn purge_events(&self, before: Micros) -> Result<u64> {
+        let cutoff: Option<i64> = event::Entity::find()
+            .select_only()
+            .column_as(event::Column::Sequence.max(), "max")
+            .filter(event::Column::Time.lt(before))
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten();
+        let Some(cutoff) = cutoff else {
+            return Ok(0);
+        };
+        let mut deleted = 0;
+        let mut from = self.oldest_event().await?.unwrap_or(cutoff);
+        while from <= cutoff {
+            let upto = std::cmp::min(from.saturating_add(PURGE_BATCH - 1), cutoff);
+            let result = event::Entity::delete_many()
+                .filter(event::Column::Sequence.lte(upto))
+                .exec(&self.db)
+                .await?;
+            deleted += result.rows_affected;
+            from = upto + 1;
+        }
+        Ok(deleted)
+    }
 }

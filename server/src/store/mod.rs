@@ -13,8 +13,11 @@ pub mod entities;
 pub mod events;
 pub mod messages;
 mod retention;
+pub mod scrollback;
+pub mod servers;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SimpleExpr};
@@ -34,7 +37,7 @@ use crate::domain::page_token::PageTokens;
 use crate::error::{Error, Result};
 use corral_migrations::{Migrator, MigratorTrait};
 use entities::{session, session_label, setting, worker};
-pub use events::{EventKind, EventPayload, NewEvent};
+pub use events::{EventFilter, EventKind, EventPayload, NewEvent};
 
 /// How long a SQLite writer waits for the lock before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,6 +128,10 @@ pub enum Write<T> {
 pub struct Store {
     db: DatabaseConnection,
     page_tokens: PageTokens,
+    /// The URL connected to (the event feed opens its own PostgreSQL listener).
+    url: String,
+    /// The highest event sequence known committed (see [`Store::committed_events`]).
+    committed: Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 impl Store {
@@ -153,10 +160,20 @@ impl Store {
         let db = Database::connect(options).await?;
         migrate(&db).await?;
         let key = page_token_key(&db).await?;
-        Ok(Store {
+        let store = Store {
             db,
             page_tokens: PageTokens::new(key),
-        })
+            url: url.to_owned(),
+            committed: Arc::new(tokio::sync::watch::Sender::new(0)),
+        };
+        let head = store.event_head().await?;
+        store.announce(head);
+        Ok(store)
+    }
+
+    /// The URL the store connected to.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The underlying connection (for subsystems with their own queries).
@@ -234,7 +251,7 @@ impl Store {
             .exec_without_returning(&txn)
             .await?;
         }
-        events::append(&txn, row.model.create_time, events).await?;
+        let last = events::append(&txn, row.model.create_time, events).await?;
         let live = || session::Entity::find().filter(session::Column::DeleteTime.is_null());
         if let Some(max) = limits.max_total {
             let count = live().count(&txn).await?;
@@ -267,6 +284,7 @@ impl Store {
             }
         }
         txn.commit().await?;
+        self.announce(last);
         Ok(())
     }
 
@@ -441,8 +459,9 @@ impl Store {
                 .await?;
             insert_labels(&txn, &old.model.id, &next.labels).await?;
         }
-        events::append(&txn, next.model.update_time, events).await?;
+        let last = events::append(&txn, next.model.update_time, events).await?;
         txn.commit().await?;
+        self.announce(last);
         Ok(Write::Done(next))
     }
 
@@ -513,8 +532,9 @@ impl Store {
         {
             return Err(unique_violation(err, "worker", &model.display_name));
         }
-        events::append(&txn, model.create_time, events).await?;
+        let last = events::append(&txn, model.create_time, events).await?;
         txn.commit().await?;
+        self.announce(last);
         Ok(())
     }
 
@@ -547,8 +567,9 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
-        events::append(&txn, now, events).await?;
+        let last = events::append(&txn, now, events).await?;
         txn.commit().await?;
+        self.announce(last);
         Ok(())
     }
 
@@ -564,8 +585,9 @@ impl Store {
             .filter(worker::Column::Id.eq(worker_id))
             .exec(&txn)
             .await?;
-        events::append(&txn, now, events).await?;
+        let last = events::append(&txn, now, events).await?;
         txn.commit().await?;
+        self.announce(last);
         Ok(())
     }
 

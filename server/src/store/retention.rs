@@ -81,7 +81,7 @@ impl Store {
             txn.rollback().await?;
             return Ok(false);
         }
-        events::append(
+        let last = events::append(
             &txn,
             now,
             vec![NewEvent::session(
@@ -92,6 +92,7 @@ impl Store {
         )
         .await?;
         txn.commit().await?;
+        self.announce(last);
         Ok(true)
     }
 }

@@ -19,7 +19,9 @@
 //! - Child exit and PTY EOF are separate events: the exit status is published only
 //!   after the output is drained, so clients see every byte before the exit.
 //! - The ring outlives a run of the process: a worker restarted (Resume, Restart)
-//!   continues in the same ring after a visible separator.
+//!   continues in the same ring after a visible separator. The manager persists
+//!   rings in batches; after a server restart [`Supervisor::restore`] gives a
+//!   worker its stored ring back, at the same absolute offsets.
 
 mod actor;
 pub mod exit;
@@ -145,6 +147,30 @@ struct Shared {
     stopped_by_pause: Mutex<Vec<process::Member>>,
 }
 
+impl Shared {
+    /// The state of a worker that has not run yet in this server, with `ring`
+    /// (empty, or restored from storage) and its PTY size.
+    fn new(session_id: Uuid, worker_id: Uuid, ring: Scrollback, size: WindowSize) -> Self {
+        let end = ring.end();
+        Shared {
+            session_id,
+            worker_id,
+            ring: Mutex::new(ring),
+            output: watch::Sender::new(end),
+            run: watch::Sender::new(Run {
+                generation: 0,
+                state: RunState::NotStarted,
+                previous_exit: None,
+            }),
+            live: Mutex::new(None),
+            size: Mutex::new(size),
+            attached: AtomicU32::new(0),
+            paused: AtomicBool::new(false),
+            stopped_by_pause: Mutex::new(Vec::new()),
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these short locks leaves consistent data (each
     // critical section is a single assignment or ring call), so poisoning is ignored.
@@ -203,22 +229,12 @@ impl Supervisor {
         workers
             .entry(worker_id)
             .or_insert_with(|| {
-                Arc::new(Shared {
+                Arc::new(Shared::new(
                     session_id,
                     worker_id,
-                    ring: Mutex::new(Scrollback::new(self.config.scrollback_bytes)),
-                    output: watch::Sender::new(0),
-                    run: watch::Sender::new(Run {
-                        generation: 0,
-                        state: RunState::NotStarted,
-                        previous_exit: None,
-                    }),
-                    live: Mutex::new(None),
-                    size: Mutex::new(WindowSize::default()),
-                    attached: AtomicU32::new(0),
-                    paused: AtomicBool::new(false),
-                    stopped_by_pause: Mutex::new(Vec::new()),
-                })
+                    Scrollback::new(self.config.scrollback_bytes),
+                    WindowSize::default(),
+                ))
             })
             .clone()
     }
@@ -290,6 +306,37 @@ impl Supervisor {
         self.tasks.spawn(actor.run());
         tracing::info!(%session_id, %worker_id, pid, generation, "worker started");
         Ok(WorkerHandle { shared })
+    }
+
+    /// Restores the scrollback of a worker this supervisor does not know yet
+    /// (after a server restart): `chunks` are contiguous output starting at the
+    /// absolute offset `start`, oldest first; the ring keeps the newest
+    /// `scrollback_bytes` of them and continues at their end, so offsets stay the
+    /// ones clients saw before the restart. `size` is the PTY size the worker
+    /// had (rows×cols). Call it before the worker starts.
+    ///
+    /// Returns false (changing nothing) when the worker is already known.
+    pub fn restore(
+        &self,
+        session_id: Uuid,
+        worker_id: Uuid,
+        start: u64,
+        chunks: Vec<Bytes>,
+        size: WindowSize,
+    ) -> bool {
+        let mut workers = lock(&self.workers);
+        if workers.contains_key(&worker_id) {
+            return false;
+        }
+        let mut ring = Scrollback::starting_at(self.config.scrollback_bytes, start);
+        for chunk in chunks {
+            ring.push(chunk);
+        }
+        workers.insert(
+            worker_id,
+            Arc::new(Shared::new(session_id, worker_id, ring, size)),
+        );
+        true
     }
 
     /// The handle of a known worker (running or not).
@@ -446,7 +493,12 @@ impl WorkerHandle {
     }
 
     /// A reader for the server's own use (activity detection, persistence): the
-    /// same as [`subscribe`](Self::subscribe) but not counted as an attached client.
+    /// same as [`subscribe`](Self::subscribe) but not counted as an attached
+    /// client, and also allowed once the latest run has ended (it then reads what
+    /// is left from `replay` and gets that run's exit), so a reader set up just
+    /// after a start cannot miss a run that ended at once.
+    ///
+    /// Errors: [`NotRunning`] when the worker was never started.
     pub fn observe(&self, replay: ReplayFrom) -> Result<(Subscription, u64, u64), NotRunning> {
         self.reader(replay, false)
     }
@@ -457,7 +509,12 @@ impl WorkerHandle {
         client: bool,
     ) -> Result<(Subscription, u64, u64), NotRunning> {
         let run = self.shared.run.borrow().clone();
-        if !matches!(run.state, RunState::Running { .. }) {
+        let readable = match run.state {
+            RunState::Running { .. } => true,
+            RunState::Exited(_) => !client,
+            RunState::NotStarted => false,
+        };
+        if !readable {
             return Err(NotRunning::NotRunning);
         }
         let (start, end) = {

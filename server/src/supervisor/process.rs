@@ -262,6 +262,130 @@ pub fn session_alive(leader: i32) -> bool {
     session_members(leader).iter().any(|m| m.state != 'Z')
 }
 
+/// An identifier of this machine that survives reboots: `/etc/machine-id` (or
+/// `/var/lib/dbus/machine-id`), else the host name.
+pub fn machine_id() -> String {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|id| id.trim().to_owned())
+        .find(|id| !id.is_empty())
+        .unwrap_or_else(|| format!("host:{}", hostname()))
+}
+
+/// The host name (`/proc/sys/kernel/hostname`), or empty.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// True when the process `pid` exists (zombies excluded) and started at
+/// `start_ticks` (field 22 of its stat): the same process, not one that reused
+/// its pid.
+pub fn is_same_process(pid: i32, start_ticks: u64) -> bool {
+    member(pid).is_some_and(|m| m.start_ticks == start_ticks && m.state != 'Z')
+}
+
+/// SIGKILL to process `pid` only if it is the process that started at
+/// `start_ticks`. The check and the signal go through a pidfd: once the pidfd is
+/// open it names that process for good, so a pid reused between the check and the
+/// signal cannot be hit. Returns true when the signal was sent.
+pub fn kill_verified(pid: i32, start_ticks: u64) -> bool {
+    use rustix::process::{Pid as RPid, PidfdFlags, pidfd_open, pidfd_send_signal};
+    let Some(raw) = RPid::from_raw(pid) else {
+        return false;
+    };
+    let Ok(pidfd) = pidfd_open(raw, PidfdFlags::empty()) else {
+        return false;
+    };
+    // The pidfd refers to whatever process had `pid` when it was opened; check
+    // that this is the one we mean, then signal through the pidfd.
+    if !is_same_process(pid, start_ticks) {
+        return false;
+    }
+    pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).is_ok()
+}
+
+/// Reaps what is left of a worker of a previous server run: the process tree of
+/// the PTY session led by `leader`, recorded as having started at
+/// `leader_start_ticks`.
+///
+/// - `leader` alive with another start time: the pid was reused by an unrelated
+///   process; nothing is signalled.
+/// - `leader` alive with that start time: it and every process of its session
+///   are killed (SIGKILL).
+/// - `leader` gone: the processes whose session id is still `leader` are the
+///   leftovers of that session (Linux does not hand out a pid again while it is
+///   in use as a session or process group id), and they are killed.
+///
+/// Each process is checked and signalled through a pidfd ([`kill_verified`]);
+/// processes that started before the leader are never touched. Repeats while
+/// members keep appearing (a process forking while it is being killed), a few
+/// times at most. Returns how many processes were signalled.
+pub fn reap_leftovers(leader: i32, leader_start_ticks: u64) -> usize {
+    if let Some(found) = member(leader)
+        && found.start_ticks != leader_start_ticks
+    {
+        return 0;
+    }
+    let mut killed = 0;
+    for _ in 0..5 {
+        let members: Vec<Member> = session_members(leader)
+            .into_iter()
+            .filter(|m| m.state != 'Z' && m.start_ticks >= leader_start_ticks)
+            .collect();
+        if members.is_empty() {
+            break;
+        }
+        for m in members {
+            if kill_verified(m.pid, m.start_ticks) {
+                killed += 1;
+            }
+        }
+    }
+    killed
+}
+
+/// A live process started by a Corral worker, found by its environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tagged {
+    pub pid: i32,
+    pub start_ticks: u64,
+    /// `CORRAL_SESSION_ID` of its environment.
+    pub session_id: String,
+    /// `CORRAL_SERVER_ID` of its environment: the server process that spawned
+    /// the worker it descends from.
+    pub server_id: String,
+}
+
+/// Every live process (readable by this user) whose initial environment holds
+/// both `CORRAL_SESSION_ID` and `CORRAL_SERVER_ID`: the processes of Corral
+/// workers and their descendants, including those that left the worker's PTY
+/// session (`setsid`, daemons) or were spawned just before a crash and never
+/// recorded.
+pub fn tagged_processes() -> Vec<Tagged> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    let me = std::process::id() as i32;
+    all.filter_map(Result::ok)
+        .filter(|process| process.pid != me)
+        .filter_map(|process| {
+            let environ = process.environ().ok()?;
+            let session_id = environ.get(std::ffi::OsStr::new("CORRAL_SESSION_ID"))?;
+            let server_id = environ.get(std::ffi::OsStr::new("CORRAL_SERVER_ID"))?;
+            let stat = process.stat().ok()?;
+            (stat.state != 'Z').then(|| Tagged {
+                pid: stat.pid,
+                start_ticks: stat.starttime,
+                session_id: session_id.to_string_lossy().into_owned(),
+                server_id: server_id.to_string_lossy().into_owned(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +421,63 @@ mod tests {
         assert_eq!(groups_in_order(10, Some(30), &members), vec![10, 30, 20]);
         assert_eq!(groups_in_order(10, Some(10), &members), vec![10, 20, 30]);
         assert_eq!(groups_in_order(10, None, &members), vec![10, 20, 30]);
+    }
+
+    /// A child in its own session (like a PTY worker), with a grandchild.
+    fn spawn_session() -> std::process::Child {
+        std::process::Command::new("setsid")
+            .args(["sh", "-c", "sleep 600 & sleep 600"])
+            .spawn()
+            .expect("setsid sh")
+    }
+
+    fn wait_until(what: &str, check: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_signalled() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let ticks = start_ticks(pid).unwrap();
+        // The record says another process (an earlier start) had this pid.
+        assert!(!kill_verified(pid, ticks - 1));
+        assert_eq!(reap_leftovers(pid, ticks - 1), 0);
+        assert!(child.try_wait().unwrap().is_none(), "still running");
+        // The right identity is signalled.
+        assert!(kill_verified(pid, ticks));
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+    }
+
+    #[test]
+    fn leftovers_are_reaped_with_their_whole_session() {
+        let mut child = spawn_session();
+        // Not a process group leader, so setsid(1) calls setsid(2) itself
+        // without forking: the child leads the new session.
+        let leader = child.id() as i32;
+        wait_until("the session has its sh and two sleeps", || {
+            session_members(leader).len() >= 2
+        });
+        let ticks = start_ticks(leader).unwrap();
+        let members = session_members(leader);
+        assert!(reap_leftovers(leader, ticks) >= 2);
+        let _ = child.wait();
+        wait_until("every member is gone", || {
+            members
+                .iter()
+                .all(|m| !is_same_process(m.pid, m.start_ticks))
+        });
     }
 
     #[test]

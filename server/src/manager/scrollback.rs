@@ -1,0 +1,364 @@
+//! Scrollback that survives a restart: each running worker has a persister task
+//! that copies its output into `scrollback_chunks` in batches, and a worker the
+//! supervisor does not know yet (after a restart) gets its ring back from there
+//! before it starts.
+//!
+//! The persister is an observer of the worker's ring (not an attached client) with
+//! its own cursor. It writes a batch when `flush_bytes` are pending or the oldest
+//! pending byte is `flush_interval` old, and a last one when the run ends (a
+//! stop, an exit, or the server's shutdown, which stops every worker). A kill -9
+//! loses at most the last batch. Each write also deletes the worker's chunks that
+//! fell out of the ring's capacity, so storage stays at about one ring per worker.
+//!
+//! Runs of one worker are persisted one after the other: the persister of a new
+//! run first waits for the previous one to finish its last write, then continues
+//! from the end of what is stored. If the database is slow the persister falls
+//! behind like a slow client; if it falls out of the ring the stored history has a
+//! gap, and a restore keeps the newest contiguous part.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::Manager;
+use crate::clock::Clock;
+use crate::store::Store;
+use crate::store::entities::{scrollback_chunk, worker};
+use crate::supervisor::{Next, ReplayFrom, WindowSize, WorkerHandle};
+
+/// Attempts per batch before it is given up (logged; the stored history then has
+/// a gap).
+const WRITE_ATTEMPTS: u32 = 3;
+
+/// When batches are written.
+#[derive(Clone, Copy, Debug)]
+pub struct FlushPolicy {
+    /// Pending bytes that trigger a write.
+    pub bytes: usize,
+    /// Age of the oldest pending byte that triggers a write.
+    pub interval: Duration,
+    /// The ring's capacity: chunks ending before `end - capacity` are deleted.
+    pub capacity: usize,
+}
+
+/// The persisters of every running worker.
+#[derive(Debug)]
+pub struct Persisters {
+    policy: FlushPolicy,
+    /// Per worker: the run whose persister is the latest, and its task. A std
+    /// mutex: held only to swap entries, never across an `.await`.
+    current: Mutex<HashMap<Uuid, (u64, JoinHandle<()>)>>,
+    tasks: TaskTracker,
+}
+
+impl Persisters {
+    /// No persisters yet.
+    pub fn new(policy: FlushPolicy) -> Self {
+        Persisters {
+            policy,
+            current: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Starts persisting run `generation` of the worker behind `handle`, after
+    /// the persister of its previous run (if any) is done.
+    pub fn start(
+        self: &Arc<Self>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        handle: WorkerHandle,
+        generation: u64,
+    ) {
+        let worker_id = handle.worker_id();
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let previous = current.remove(&worker_id).map(|(_, task)| task);
+        let persisters = Arc::clone(self);
+        let task = self.tasks.spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            persist_run(&store, clock.as_ref(), &handle, persisters.policy).await;
+            let mut current = persisters
+                .current
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if current
+                .get(&worker_id)
+                .is_some_and(|(g, _)| *g == generation)
+            {
+                current.remove(&worker_id);
+            }
+        });
+        current.insert(worker_id, (generation, task));
+    }
+
+    /// Waits (at most `timeout`) until every persister has written its last batch.
+    /// Call after every worker was stopped.
+    pub async fn drain(&self, timeout: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "scrollback persisters did not finish in time; their last output is not saved"
+            );
+        }
+    }
+}
+
+/// Persists one run of a worker until it ends.
+async fn persist_run(store: &Store, clock: &dyn Clock, handle: &WorkerHandle, policy: FlushPolicy) {
+    let worker_id = handle.worker_id().to_string();
+    let from = match store.scrollback_end(&worker_id).await {
+        Ok(end) => end.unwrap_or(0),
+        Err(err) => {
+            tracing::warn!(%worker_id, %err, "reading the stored scrollback end; persisting what the ring holds");
+            0
+        }
+    };
+    let Ok((mut subscription, _, _)) = handle.observe(ReplayFrom::Offset(from)) else {
+        return;
+    };
+    let mut batch = Batch {
+        start: subscription.cursor(),
+        data: BytesMut::new(),
+        deadline: None,
+    };
+    loop {
+        let deadline = batch.deadline;
+        tokio::select! {
+            next = subscription.next(policy.bytes) => match next {
+                Next::Data { offset, data } => {
+                    batch.push(offset, &data, policy.interval);
+                    if batch.data.len() >= policy.bytes {
+                        batch.write(store, clock, &worker_id, policy).await;
+                    }
+                }
+                Next::Skipped { to, .. } => {
+                    batch.write(store, clock, &worker_id, policy).await;
+                    tracing::warn!(%worker_id, resumed_at = to, "scrollback persister fell behind the ring; stored history has a gap");
+                    batch.start = to;
+                }
+                Next::Exited(_) => {
+                    batch.write(store, clock, &worker_id, policy).await;
+                    return;
+                }
+            },
+            () = sleep_until(deadline), if deadline.is_some() => {
+                batch.write(store, clock, &worker_id, policy).await;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Output not yet written: `data` starts at absolute offset `start`.
+struct Batch {
+    start: u64,
+    data: BytesMut,
+    /// When the batch must be written at the latest.
+    deadline: Option<Instant>,
+}
+
+impl Batch {
+    fn push(&mut self, offset: u64, data: &[u8], interval: Duration) {
+        if self.data.is_empty() {
+            self.start = offset;
+            self.deadline = Some(Instant::now() + interval);
+        }
+        self.data.extend_from_slice(data);
+    }
+
+    /// Writes the batch (retrying a little), then starts an empty one after it.
+    async fn write(
+        &mut self,
+        store: &Store,
+        clock: &dyn Clock,
+        worker_id: &str,
+        policy: FlushPolicy,
+    ) {
+        self.deadline = None;
+        if self.data.is_empty() {
+            return;
+        }
+        let data = self.data.split().freeze();
+        let start = self.start;
+        let end = start + data.len() as u64;
+        self.start = end;
+        let keep_from = end.saturating_sub(policy.capacity as u64);
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=WRITE_ATTEMPTS {
+            match store
+                .append_scrollback(worker_id, start, data.to_vec(), keep_from, clock.now())
+                .await
+            {
+                Ok(()) => return,
+                Err(err) if attempt == WRITE_ATTEMPTS => {
+                    tracing::error!(%worker_id, start, bytes = data.len(), %err, "scrollback batch not saved");
+                }
+                Err(err) => {
+                    tracing::warn!(%worker_id, start, %err, attempt, "saving scrollback; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+            }
+        }
+    }
+}
+
+/// The newest contiguous run of stored chunks: its first offset and its bytes,
+/// oldest first. Overlapping bytes (none in normal operation) are taken once; a
+/// gap starts the run again after it.
+pub fn contiguous_tail(chunks: Vec<scrollback_chunk::Model>) -> Option<(u64, Vec<Bytes>)> {
+    let mut start: Option<u64> = None;
+    let mut end = 0u64;
+    let mut parts: Vec<Bytes> = Vec::new();
+    for chunk in chunks {
+        let (Ok(chunk_start), Ok(chunk_end)) = (
+            u64::try_from(chunk.start_offset),
+            u64::try_from(chunk.end_offset),
+        ) else {
+            continue;
+        };
+        if chunk_end.saturating_sub(chunk_start) != chunk.data.len() as u64 {
+            continue;
+        }
+        let data = Bytes::from(chunk.data);
+        match start {
+            Some(_) if chunk_start == end => {}
+            Some(_) if chunk_start < end => {
+                if chunk_end <= end {
+                    continue;
+                }
+                parts.push(data.slice((end - chunk_start) as usize..));
+                end = chunk_end;
+                continue;
+            }
+            _ => {
+                start = Some(chunk_start);
+                parts.clear();
+            }
+        }
+        parts.push(data);
+        end = chunk_end;
+    }
+    start.map(|start| (start, parts))
+}
+
+impl Manager {
+    /// Gives a worker the supervisor does not know yet its stored scrollback, so
+    /// it continues at the same offsets. Does nothing for a known worker or one
+    /// with nothing stored. Returns true when something was restored.
+    pub(super) async fn restore_scrollback(&self, model: &worker::Model) -> bool {
+        let (Ok(session_id), Ok(worker_id)) = (
+            Uuid::try_parse(&model.session_id),
+            Uuid::try_parse(&model.id),
+        ) else {
+            return false;
+        };
+        if self.supervisor.handle(worker_id).is_some() {
+            return false;
+        }
+        let capacity = self.supervisor.config().scrollback_bytes;
+        let chunks = match self.store.load_scrollback(&model.id, capacity).await {
+            Ok(chunks) => chunks,
+            Err(err) => {
+                tracing::warn!(worker_id = %model.id, %err, "loading stored scrollback");
+                return false;
+            }
+        };
+        let Some((start, parts)) = contiguous_tail(chunks) else {
+            return false;
+        };
+        let size = WindowSize {
+            rows: u16::try_from(model.rows).unwrap_or(24),
+            cols: u16::try_from(model.cols).unwrap_or(80),
+        };
+        let restored = self
+            .supervisor
+            .restore(session_id, worker_id, start, parts, size);
+        if restored {
+            tracing::info!(worker_id = %model.id, start, "scrollback restored from storage");
+        }
+        restored
+    }
+
+    /// Starts persisting the current run of a worker that was just started.
+    pub(super) fn persist_scrollback(&self, handle: &WorkerHandle) {
+        let generation = handle.run().generation;
+        self.persisters.start(
+            self.store.clone(),
+            self.clock.clone(),
+            handle.clone(),
+            generation,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(start: i64, data: &[u8]) -> scrollback_chunk::Model {
+        scrollback_chunk::Model {
+            worker_id: "w".into(),
+            start_offset: start,
+            end_offset: start + data.len() as i64,
+            data: data.to_vec(),
+            write_time: 0,
+        }
+    }
+
+    fn joined(tail: Option<(u64, Vec<Bytes>)>) -> Option<(u64, Vec<u8>)> {
+        tail.map(|(start, parts)| (start, parts.concat()))
+    }
+
+    #[test]
+    fn contiguous_chunks_are_joined() {
+        let tail = contiguous_tail(vec![chunk(10, b"abc"), chunk(13, b"def")]);
+        assert_eq!(joined(tail), Some((10, b"abcdef".to_vec())));
+        assert_eq!(contiguous_tail(Vec::new()), None);
+    }
+
+    #[test]
+    fn a_gap_keeps_the_newest_part() {
+        let tail = contiguous_tail(vec![
+            chunk(0, b"old"),
+            chunk(100, b"new"),
+            chunk(103, b"er"),
+        ]);
+        assert_eq!(joined(tail), Some((100, b"newer".to_vec())));
+    }
+
+    #[test]
+    fn overlaps_are_taken_once_and_bad_rows_skipped() {
+        let mut bad = chunk(3, b"xyz");
+        bad.end_offset = 99;
+        let tail = contiguous_tail(vec![
+            chunk(0, b"abc"),
+            bad,
+            chunk(2, b"cde"),
+            chunk(3, b"d"),
+            chunk(5, b"f"),
+        ]);
+        assert_eq!(joined(tail), Some((0, b"abcdef".to_vec())));
+    }
+}

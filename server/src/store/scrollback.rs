@@ -1,0 +1,84 @@
+//! Persisted scrollback: batches of a worker's output in `scrollback_chunks`, kept
+//! to about one ring's worth per worker.
+
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::Store;
+use super::entities::scrollback_chunk;
+use crate::clock::Micros;
+use crate::error::Result;
+
+impl Store {
+    /// Stores `data`, the worker's output from absolute offset `start`, and in the
+    /// same transaction deletes the worker's chunks that end at or before
+    /// `keep_from` (they fell out of the ring). Nothing is written when `data` is
+    /// empty.
+    ///
+    /// Errors: a database error (e.g. the worker was deleted meanwhile: its
+    /// foreign key no longer holds).
+    pub async fn append_scrollback(
+        &self,
+        worker_id: &str,
+        start: u64,
+        data: Vec<u8>,
+        keep_from: u64,
+        now: Micros,
+    ) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let start = i64::try_from(start).unwrap_or(i64::MAX);
+        let end = start.saturating_add(i64::try_from(data.len()).unwrap_or(i64::MAX));
+        let keep_from = i64::try_from(keep_from).unwrap_or(i64::MAX);
+        let txn = self.begin_write().await?;
+        scrollback_chunk::Entity::insert(scrollback_chunk::ActiveModel {
+            worker_id: Set(worker_id.to_owned()),
+            start_offset: Set(start),
+            end_offset: Set(end),
+            data: Set(data),
+            write_time: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        scrollback_chunk::Entity::delete_many()
+            .filter(scrollback_chunk::Column::WorkerId.eq(worker_id))
+            .filter(scrollback_chunk::Column::EndOffset.lte(keep_from))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// One past the last persisted byte of a worker's output (`None`: nothing
+    /// stored).
+    pub async fn scrollback_end(&self, worker_id: &str) -> Result<Option<u64>> {
+        let end: Option<i64> = scrollback_chunk::Entity::find()
+            .select_only()
+            .column_as(scrollback_chunk::Column::EndOffset.max(), "max")
+            .filter(scrollback_chunk::Column::WorkerId.eq(worker_id))
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten();
+        Ok(end.and_then(|e| u64::try_from(e).ok()))
+    }
+
+    /// The stored chunks of a worker that hold any of its last `capacity` bytes,
+    /// oldest first.
+    pub async fn load_scrollback(
+        &self,
+        worker_id: &str,
+        capacity: usize,
+    ) -> Result<Vec<scrollback_chunk::Model>> {
+        let Some(end) = self.scrollback_end(worker_id).await? else {
+            return Ok(Vec::new());
+        };
+        let from = end.saturating_sub(capacity as u64);
+        Ok(scrollback_chunk::Entity::find()
+            .filter(scrollback_chunk::Column::WorkerId.eq(worker_id))
+            .filter(scrollback_chunk::Column::EndOffset.gt(i64::try_from(from).unwrap_or(0)))
+            .order_by_asc(scrollback_chunk::Column::StartOffset)
+            .all(&self.db)
+            .await?)
+    }
+}
