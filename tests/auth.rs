@@ -412,3 +412,60 @@ async fn search_finds_only_the_conversations_a_principal_may_see() {
     assert_eq!(search(ROOT).await.len(), 2, "an admin searches everything");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_show_a_principal_only_its_own_sessions() {
+    use corral::pb::event_service_client::EventServiceClient;
+    let server = server_with_tokens().await;
+    let alices = create_as(&server, ALICE, "alices").await;
+    let bobs = create_as(&server, BOB, "bobs").await;
+    let events_of = |token: &'static str| {
+        let auth = common::Authorization(bearer(token).parse().expect("ASCII"));
+        EventServiceClient::with_interceptor(server.channel.clone(), auth)
+    };
+    let listed = |token: &'static str| {
+        let mut client = events_of(token);
+        async move {
+            client
+                .list_events(pb::ListEventsRequest::default())
+                .await
+                .expect("ListEvents")
+                .into_inner()
+                .events
+                .into_iter()
+                .map(|e| e.session)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(ALICE).await, vec![alices.name.clone()]);
+    assert_eq!(listed(BOB).await, vec![bobs.name.clone()]);
+    assert_eq!(
+        listed(ROOT).await,
+        [alices.name, bobs.name.clone()],
+        "an admin sees every event"
+    );
+
+    // WatchEvents: the replay and the live events alike.
+    let mut watch = events_of(BOB)
+        .watch_events(pb::WatchEventsRequest::default())
+        .await
+        .expect("WatchEvents")
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(PATIENCE, watch.next())
+            .await
+            .expect("an event in time")
+            .expect("an event")
+            .expect("no error")
+            .session
+    };
+    assert_eq!(next().await, bobs.name);
+    create_as(&server, ALICE, "alices-second").await;
+    let bobs_second = create_as(&server, BOB, "bobs-second").await;
+    assert_eq!(
+        next().await,
+        bobs_second.name,
+        "alice's new session is skipped, bob's comes next"
+    );
+    server.stop().await;
+}

@@ -94,7 +94,7 @@ async fn reflection_v1_and_v1alpha_list_the_services() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_ends_attach_streams_and_records_the_sessions() {
+async fn shutdown_ends_attach_streams_and_keeps_the_sessions_for_the_restart_policy() {
     let mut server = TestServer::start().await;
     server.create_session("drain").await;
     let started = server.start_session("drain").await;
@@ -126,13 +126,21 @@ async fn shutdown_ends_attach_streams_and_records_the_sessions() {
         .await
         .unwrap()
         .expect("stored");
+    // The session keeps its state for the next start's restart policy (resume by
+    // default: see tests/restart.rs), with its worker's exit recorded.
+    assert_eq!(row.model.state, "ACTIVE", "{:?}", row.model);
+    let worker = manager
+        .store()
+        .find_worker(
+            &row.model.id,
+            &corral_server::domain::names::Ref::Name("shell".into()),
+        )
+        .await
+        .unwrap()
+        .expect("worker stored");
     assert!(
-        !corral_server::domain::state::State::parse(&row.model.state)
-            .unwrap()
-            .is_running(),
-        "a stopped server leaves no session recorded as running: {}",
-        row.model.state
+        worker.exit_time.is_some(),
+        "the exit is recorded: {worker:?}"
     );
-    assert!(!row.model.state_reason.is_empty(), "the reason is recorded");
     server.db.drop_database().await;
 }

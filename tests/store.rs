@@ -51,6 +51,7 @@ fn row(name: &str, now: i64) -> SessionRow {
             message_count: 0,
             user_messages: 0,
             assistant_messages: 0,
+            server_id: None,
         },
         labels: BTreeMap::from([("task".to_string(), "JIRA-12".to_string())]),
     }

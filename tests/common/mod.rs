@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod procs;
 pub mod rpc;
 
 use std::path::{Path, PathBuf};
@@ -125,6 +126,16 @@ impl TestServer {
     ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = TestDb::new(dir.path()).await;
+        TestServer::start_in(dir, db, edit, clock).await
+    }
+
+    /// A server on an existing directory and database (a restart).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        db: TestDb,
+        edit: impl FnOnce(&mut Config),
+        clock: Option<Arc<dyn Clock>>,
+    ) -> TestServer {
         let mut config = test_config(dir.path(), &db);
         edit(&mut config);
         let server = match clock {
@@ -210,6 +221,21 @@ impl TestServer {
         replay: Option<pb::replay::Mode>,
     ) -> Client {
         Client::open(self.workers.clone(), worker, size, replay).await
+    }
+
+    /// Shuts the server down gracefully and hands back its directory and
+    /// database, for a restart with [`TestServer::start_in`].
+    pub async fn shut_down(mut self) -> (tempfile::TempDir, TestDb) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+            server.wait().await.expect("clean shutdown");
+        }
+        (self.dir, self.db)
+    }
+
+    /// An EventService client.
+    pub fn events(&self) -> corral::pb::event_service_client::EventServiceClient<Channel> {
+        corral::pb::event_service_client::EventServiceClient::new(self.channel.clone())
     }
 
     /// Shuts the server down and waits for it.
@@ -477,9 +503,29 @@ where
 /// the test build: building one package alone (`-p corral-cli`) resolves features
 /// differently and recompiles most dependencies.
 pub fn workspace_binary(name: &str) -> PathBuf {
-    escargot::CargoBuild::new()
-        .bin(name)
-        .arg("--workspace")
+    let mut build = escargot::CargoBuild::new().bin(name).arg("--workspace");
+    // The variables `cargo test` sets for this test crate must not leak into the
+    // nested build: some build scripts (ring's) track e.g. OUT_DIR and
+    // CARGO_MANIFEST_DIR, and a different value rebuilds half the tree.
+    const PER_CRATE: [&str; 8] = [
+        "OUT_DIR",
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    for (key, _) in std::env::vars_os() {
+        if PER_CRATE
+            .iter()
+            .any(|prefix| key.to_string_lossy().starts_with(prefix))
+        {
+            build = build.env_remove(key);
+        }
+    }
+    build
         .run()
         .unwrap_or_else(|e| panic!("building {name}: {e}"))
         .path()

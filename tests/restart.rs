@@ -1,0 +1,475 @@
+//! Restarting the server (in-process, on the same directory and database):
+//! sessions come back per the restart policy with their scrollback, leftover
+//! processes of the previous run are reaped by pid *and* start time *and* boot id,
+//! and nothing else — a process that reused a recorded pid, a live server's
+//! sessions — is ever touched.
+
+mod common;
+
+use common::procs;
+use common::{TestServer, eventually};
+use corral::pb;
+use corral::pb::session::State;
+use corral_server::config::RestartPolicy;
+use sea_orm::{ConnectionTrait, Database};
+
+async fn act(server: &TestServer, name: &str, action: pb::session::Action) -> pb::Session {
+    let mut sessions = server.sessions.clone();
+    let name = format!("sessions/{name}");
+    use pb::session::Action as A;
+    let response = match action {
+        A::Pause => {
+            sessions
+                .pause_session(pb::PauseSessionRequest {
+                    name,
+                    ..Default::default()
+                })
+                .await
+        }
+        A::Resume => {
+            sessions
+                .resume_session(pb::ResumeSessionRequest {
+                    name,
+                    ..Default::default()
+                })
+                .await
+        }
+        A::Stop => {
+            sessions
+                .stop_session(pb::StopSessionRequest {
+                    name,
+                    ..Default::default()
+                })
+                .await
+        }
+        other => panic!("no helper for {other:?}"),
+    };
+    response.expect("lifecycle action").into_inner()
+}
+
+/// The bytes stored for worker `worker_id`, oldest first.
+async fn stored_scrollback(url: &str, worker_id: &str) -> Vec<u8> {
+    let db = Database::connect(url).await.unwrap();
+    let sql = format!(
+        "SELECT data FROM scrollback_chunks WHERE worker_id = '{worker_id}' ORDER BY start_offset"
+    );
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .unwrap();
+    db.close().await.ok();
+    rows.iter()
+        .flat_map(|row| row.try_get::<Vec<u8>>("", "data").unwrap())
+        .collect()
+}
+
+/// Runs `sql` on the test database.
+async fn execute(url: &str, sql: &str) {
+    let db = Database::connect(url).await.unwrap();
+    db.execute_unprepared(sql).await.expect(sql);
+    db.close().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_restart_brings_sessions_back_with_their_scrollback() {
+    let server = TestServer::start().await;
+    for name in ["work", "held", "done", "fresh"] {
+        server.create_session(name).await;
+    }
+    for name in ["work", "held", "done"] {
+        server.start_session(name).await;
+    }
+    let mut client = server.attach("sessions/work", None, None).await;
+    client.input(b"echo before-restart-$((1+1))\n").await;
+    client.expect("before-restart-2").await;
+    let old_end = client.output.len();
+    drop(client);
+    act(&server, "held", pb::session::Action::Pause).await;
+    act(&server, "done", pb::session::Action::Stop).await;
+    let old = server.get_session("work").await;
+    let old_pid = old.workers[0].pid;
+    let old_ticks = procs::stat(old_pid).unwrap().start_ticks;
+
+    let (dir, db) = server.shut_down().await;
+    assert!(
+        !procs::same_process(old_pid, old_ticks),
+        "shutdown ended the shell"
+    );
+    let server = TestServer::start_in(dir, db, |_| {}, None).await;
+
+    // ACTIVE came back ACTIVE, with a new shell and the reason recorded.
+    let work = server.get_session("work").await;
+    assert_eq!(work.state(), State::Active, "{}", work.last_error);
+    assert!(
+        work.state_reason.contains("server restarted") && work.state_reason.contains("shut down"),
+        "{}",
+        work.state_reason
+    );
+    assert_eq!(work.workers[0].state(), pb::worker::State::Running);
+    assert_ne!(work.workers[0].pid, old_pid);
+    // Its scrollback was replayed with the same offsets, then the marker, then
+    // the new run.
+    let mut client = server.attach("sessions/work", None, None).await;
+    client.expect("the previous run ended here").await;
+    let text = String::from_utf8_lossy(&client.output).into_owned();
+    let before = text.find("before-restart-2").expect("old output replayed");
+    assert!(before < text.find("the previous run ended here").unwrap());
+    assert_eq!(client.attached.replay_start_offset, 0);
+    assert!(client.attached.replay_end_offset as usize > old_end);
+    client.input(b"echo after-$((2+2))\n").await;
+    client.expect("after-4").await;
+
+    // PAUSED came back PAUSED: processes suspended, input refused.
+    let held = server.get_session("held").await;
+    assert_eq!(held.state(), State::Paused, "{}", held.state_reason);
+    assert_eq!(
+        held.pause_count, 1,
+        "coming back paused is not another pause"
+    );
+    assert_eq!(held.workers[0].state(), pb::worker::State::Paused);
+    let pid = held.workers[0].pid;
+    eventually("the shell is stopped (T)", || async move {
+        procs::stat(pid).is_some_and(|s| s.state == 'T')
+    })
+    .await;
+    let mut paused = server.attach("sessions/held", None, None).await;
+    paused.input(b"echo refused\n").await;
+    let refusal = paused.expect_error_frame().await;
+    assert!(refusal.message.contains("paused"), "{}", refusal.message);
+    act(&server, "held", pb::session::Action::Resume).await;
+    let mut resumed = server.attach("sessions/held", None, None).await;
+    resumed.input(b"echo resumed-$((3+3))\n").await;
+    resumed.expect("resumed-6").await;
+
+    // The others are as they were.
+    assert_eq!(server.get_session("done").await.state(), State::Stopped);
+    assert_eq!(server.get_session("fresh").await.state(), State::Created);
+
+    // The restart is in the event log, with its reason.
+    let page = server
+        .events()
+        .list_events(pb::ListEventsRequest {
+            session: "sessions/work".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let restarted = page.events.iter().any(|e| match &e.detail {
+        Some(pb::event::Detail::StateChange(change)) => {
+            change.from() == State::Active
+                && change.to() == State::Starting
+                && change.reason.contains("server restarted")
+        }
+        _ => false,
+    });
+    assert!(restarted, "{:#?}", page.events);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policy_stop_leaves_running_sessions_stopped_and_resumable() {
+    let server = TestServer::start().await;
+    for name in ["work", "held"] {
+        server.create_session(name).await;
+        server.start_session(name).await;
+    }
+    let mut client = server.attach("sessions/work", None, None).await;
+    client.input(b"echo kept-$((5*5))\n").await;
+    client.expect("kept-25").await;
+    drop(client);
+    act(&server, "held", pb::session::Action::Pause).await;
+
+    let (dir, db) = server.shut_down().await;
+    let server = TestServer::start_in(
+        dir,
+        db,
+        |config| config.restart_policy = RestartPolicy::Stop,
+        None,
+    )
+    .await;
+    for name in ["work", "held"] {
+        let session = server.get_session(name).await;
+        assert_eq!(session.state(), State::Stopped, "{name}");
+        assert!(
+            session.state_reason.contains("--restart-policy stop"),
+            "{}",
+            session.state_reason
+        );
+        assert!(session.workers.iter().all(|w| w.pid == 0));
+        assert!(session.resume_deadline.is_some(), "resumable");
+    }
+    // Resumed later, the worker shows what it printed before the restart.
+    let resumed = act(&server, "work", pb::session::Action::Resume).await;
+    assert_eq!(resumed.state(), State::Active, "{}", resumed.last_error);
+    let mut client = server.attach("sessions/work", None, None).await;
+    client.expect("kept-25").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_signals_only_processes_whose_pid_start_time_and_boot_match() {
+    let server = TestServer::start().await;
+    let work_dir = server.work_dir("pids");
+    let terminal = |name: &str| pb::Worker {
+        display_name: name.into(),
+        spec: Some(pb::worker::Spec::Terminal(pb::TerminalSpec {
+            command: vec!["sleep".into(), "1000".into()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    server
+        .sessions
+        .clone()
+        .create_session(pb::CreateSessionRequest {
+            session: Some(pb::Session {
+                display_name: "pids".into(),
+                source: Some(pb::session::Source::Quick(pb::QuickSource {
+                    work_dir: work_dir.display().to_string(),
+                })),
+                ..Default::default()
+            }),
+            workers: vec![
+                terminal("reused"),
+                terminal("rebooted"),
+                terminal("leftover"),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let session = server.start_session("pids").await;
+    assert_eq!(session.state(), State::Active);
+    let (dir, db) = server.shut_down().await;
+
+    // Unrelated processes that now hold pids the rows will name.
+    let spawn = |setsid: bool| {
+        let mut command = std::process::Command::new(if setsid { "setsid" } else { "sleep" });
+        if setsid {
+            command.args(["sleep", "1000"]);
+        } else {
+            command.arg("1000");
+        }
+        let child = command.spawn().unwrap();
+        let pid = child.id() as i32;
+        (child, pid)
+    };
+    let (mut reused, reused_pid) = spawn(false);
+    let (mut rebooted, rebooted_pid) = spawn(false);
+    // A real leftover of the previous run: its own session, identity recorded.
+    let (mut leftover, leftover_pid) = spawn(true);
+    let ticks = |pid: i32| procs::stat(pid).unwrap().start_ticks;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let rows = [
+        // Same pid, another start time: the pid was reused.
+        ("reused", reused_pid, ticks(reused_pid) - 1, boot.clone()),
+        // Same pid and start time, but recorded in another boot.
+        (
+            "rebooted",
+            rebooted_pid,
+            ticks(rebooted_pid),
+            "another-boot".to_owned(),
+        ),
+        // All three match: this one is ours to reap.
+        ("leftover", leftover_pid, ticks(leftover_pid), boot.clone()),
+    ];
+    for (name, pid, start, boot) in &rows {
+        execute(
+            &db.url,
+            &format!(
+                "UPDATE workers SET state = 'RUNNING', pid = {pid}, process_start_ticks = {start}, \
+                 boot_id = '{boot}' WHERE display_name = '{name}'"
+            ),
+        )
+        .await;
+    }
+
+    let server = TestServer::start_in(dir, db, |_| {}, None).await;
+    let leftover_status = tokio::task::spawn_blocking(move || leftover.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&leftover_status),
+        Some(9),
+        "the recorded leftover was killed"
+    );
+    assert!(
+        reused.try_wait().unwrap().is_none(),
+        "a reused pid is never signalled"
+    );
+    assert!(
+        rebooted.try_wait().unwrap().is_none(),
+        "a pid from another boot is never signalled"
+    );
+    for pid in [reused_pid, rebooted_pid] {
+        assert_ne!(procs::stat(pid).unwrap().state, 'T');
+    }
+    // The session itself came back with fresh processes.
+    let session = server.get_session("pids").await;
+    assert_eq!(session.state(), State::Active, "{}", session.last_error);
+    assert!(
+        session
+            .workers
+            .iter()
+            .all(|w| w.pid > 0 && ![reused_pid, rebooted_pid, leftover_pid].contains(&w.pid))
+    );
+    reused.kill().unwrap();
+    rebooted.kill().unwrap();
+    reused.wait().unwrap();
+    rebooted.wait().unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_left_its_worker_is_reaped_at_the_next_start() {
+    let server = TestServer::start().await;
+    let session = server.create_session("escape").await;
+    server.start_session("escape").await;
+    let mut client = server.attach("sessions/escape", None, None).await;
+    // A daemon: its own session, out of the PTY's process tree.
+    client
+        .input(b"setsid -f sleep 1000; echo escaped-$((7*6))\n")
+        .await;
+    client.expect("escaped-42").await;
+    drop(client);
+    let tag = format!("CORRAL_SESSION_ID={}", session.id);
+    let escaped: Vec<procs::Stat> = procs::with_env(&tag)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
+                .is_ok_and(|c| c.trim() == "sleep")
+        })
+        .collect();
+    assert_eq!(escaped.len(), 1, "{escaped:?}");
+    let escaped = escaped[0];
+
+    let (dir, db) = server.shut_down().await;
+    assert!(
+        procs::same_process(escaped.pid, escaped.start_ticks),
+        "stopping the worker's PTY session does not reach it"
+    );
+    let server = TestServer::start_in(dir, db, |_| {}, None).await;
+    eventually("the escaped process is reaped", || async move {
+        !procs::same_process(escaped.pid, escaped.start_ticks)
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_starting_beside_a_live_one_leaves_its_sessions_alone() {
+    let a = TestServer::start().await;
+    a.create_session("owned").await;
+    let session = a.start_session("owned").await;
+    let pid = session.workers[0].pid;
+    let ticks = procs::stat(pid).unwrap().start_ticks;
+
+    let b = corral_server::serve(common::test_config(a.dir.path(), &a.db))
+        .await
+        .expect("second server");
+    let after = a.get_session("owned").await;
+    assert_eq!(after.state(), State::Active);
+    assert_eq!(after.etag, session.etag, "not touched");
+    assert!(procs::same_process(pid, ticks), "its shell is alive");
+    b.shutdown();
+    b.wait().await.unwrap();
+    assert!(procs::same_process(pid, ticks));
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_scrollback_stays_within_the_ring_and_keeps_its_offsets() {
+    const RING: u64 = 8192;
+    const BATCH: u64 = 1024;
+    let small = |config: &mut corral_server::Config| {
+        config.scrollback_bytes = RING as usize;
+        config.scrollback_flush_bytes = BATCH as usize;
+    };
+    let server = TestServer::start_with(small, None).await;
+    server.create_session("flood").await;
+    let session = server.start_session("flood").await;
+    let worker_id = session.workers[0].id.clone();
+    let mut client = server.attach("sessions/flood", None, None).await;
+    client.input(b"seq 1 5000; echo flood-$((9*9))\n").await;
+    client.expect("flood-81").await;
+    let db_url = server.db.url.clone();
+    eventually("the end of the flood is stored", || {
+        let (url, id) = (db_url.clone(), worker_id.clone());
+        async move { String::from_utf8_lossy(&stored_scrollback(&url, &id).await).contains("flood-81") }
+    })
+    .await;
+    let stored = stored_scrollback(&db_url, &worker_id).await.len() as u64;
+    assert!(
+        stored <= RING + 2 * BATCH,
+        "{stored} bytes stored for a {RING}-byte ring"
+    );
+    let old_end = server.get_session("flood").await.workers[0].output_offset as u64;
+    assert!(
+        old_end > 3 * RING,
+        "the ring wrapped ({old_end} bytes written)"
+    );
+    drop(client);
+
+    let (dir, db) = server.shut_down().await;
+    let server = TestServer::start_in(dir, db, small, None).await;
+    let mut client = server.attach("sessions/flood", None, None).await;
+    client.expect("the previous run ended here").await;
+    let start = client.attached.replay_start_offset as u64;
+    assert!(
+        start > 0 && start + RING + 2 * BATCH >= old_end,
+        "offsets continue where they were: replay from {start}, old end {old_end}"
+    );
+    let text = String::from_utf8_lossy(&client.output).into_owned();
+    assert!(text.find("flood-81").unwrap() < text.find("the previous run ended here").unwrap());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_left_by_a_crash_during_stop_are_reaped_and_the_session_stays_stopped() {
+    let server = TestServer::start().await;
+    server.create_session("halting").await;
+    server.start_session("halting").await;
+    act(&server, "halting", pb::session::Action::Stop).await;
+    let (dir, db) = server.shut_down().await;
+
+    // What a kill -9 during StopSession's grace period leaves: the session is
+    // STOPPED, the worker row still names a live process.
+    let mut leftover = std::process::Command::new("setsid")
+        .args(["sleep", "1000"])
+        .spawn()
+        .unwrap();
+    let pid = leftover.id() as i32;
+    let start = procs::stat(pid).unwrap().start_ticks;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    execute(
+        &db.url,
+        &format!(
+            "UPDATE workers SET state = 'RUNNING', pid = {pid}, process_start_ticks = {start}, \
+             boot_id = '{}'",
+            boot.trim()
+        ),
+    )
+    .await;
+
+    let server = TestServer::start_in(dir, db, |_| {}, None).await;
+    let status = tokio::task::spawn_blocking(move || leftover.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let session = server.get_session("halting").await;
+    assert_eq!(session.state(), State::Stopped);
+    assert_eq!(session.workers[0].state(), pb::worker::State::Stopped);
+    assert_eq!(session.workers[0].pid, 0);
+    server.stop().await;
+}
