@@ -10,14 +10,17 @@
 //! `ListEvents` has no type filter, so `--type` is applied here for it; `WatchEvents`
 //! filters on the server.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use corral::pb;
+use corral::pb::session_service_client::SessionServiceClient;
 use tonic::Code;
 
 use super::Context;
 use crate::cli::EventsArgs;
+use crate::client::AuthChannel;
 use crate::error::{CliError, code_name};
 use crate::names::{last_segment, session_name, strip_sessions};
 use crate::output::display::{
@@ -47,6 +50,8 @@ pub async fn run(ctx: &Context, args: EventsArgs) -> Result<(), CliError> {
         out: ctx.out,
         state_file,
         last: after,
+        sessions: ctx.clients.sessions(),
+        names: HashMap::new(),
     };
     let filter = Filter {
         session: args
@@ -97,7 +102,7 @@ async fn list(ctx: &Context, filter: &Filter, printer: &mut Printer) -> Result<(
         for event in &response.events {
             next = next.max(event.sequence);
             if filter.matches(event) {
-                printer.print(event)?;
+                printer.print(event).await?;
             }
         }
         if next <= after {
@@ -128,7 +133,7 @@ async fn follow(ctx: &Context, filter: &Filter, printer: &mut Printer) -> Result
                             // After a reconnect the server starts after `last`; skip
                             // anything older all the same.
                             if event.sequence > printer.last && filter.matches(&event) {
-                                printer.print(&event)?;
+                                printer.print(&event).await?;
                             }
                         }
                         Ok(None) => break "the server ended the stream".to_owned(),
@@ -169,20 +174,29 @@ fn is_retryable(code: Code) -> bool {
     )
 }
 
+/// Display names remembered at most; the cache starts over past this.
+const MAX_NAMES: usize = 10_000;
+
 /// Prints events and records the last one.
 struct Printer {
     out: Output,
     state_file: Option<PathBuf>,
     /// The sequence of the last event printed (or the starting point).
     last: i64,
+    /// For the display names of the sessions events name by id.
+    sessions: SessionServiceClient<AuthChannel>,
+    /// `sessions/{id}` → what to print for it: its display name, or its id when
+    /// it has none or is gone.
+    names: HashMap<String, String>,
 }
 
 impl Printer {
-    fn print(&mut self, event: &pb::Event) -> Result<(), CliError> {
+    async fn print(&mut self, event: &pb::Event) -> Result<(), CliError> {
         if self.out.is_json() {
             self.out.json_line(event)?;
         } else {
-            self.out.line(format_event(&self.out, event))?;
+            let session = self.session_label(&event.session).await;
+            self.out.line(format_event(&self.out, event, &session))?;
         }
         self.last = self.last.max(event.sequence);
         if let Some(path) = &self.state_file {
@@ -192,13 +206,36 @@ impl Printer {
     }
 }
 
-/// `<seq> <time> <type> <session> <detail>`.
-fn format_event(out: &Output, event: &pb::Event) -> String {
-    let session = if event.session.is_empty() {
-        "-"
-    } else {
-        strip_sessions(&event.session)
-    };
+impl Printer {
+    /// What to print for the session `name` (`sessions/{id}`): its display name
+    /// (asked once per session with GetSession), else its id; `-` for none.
+    async fn session_label(&mut self, name: &str) -> String {
+        if name.is_empty() {
+            return "-".into();
+        }
+        if let Some(label) = self.names.get(name) {
+            return label.clone();
+        }
+        let label = match self
+            .sessions
+            .get_session(pb::GetSessionRequest { name: name.into() })
+            .await
+        {
+            Ok(session) if !session.get_ref().display_name.is_empty() => {
+                session.into_inner().display_name
+            }
+            _ => strip_sessions(name).to_owned(),
+        };
+        if self.names.len() >= MAX_NAMES {
+            self.names.clear();
+        }
+        self.names.insert(name.to_owned(), label.clone());
+        label
+    }
+}
+
+/// `<seq> <time> <type> <session> <detail>`, `session` being the label to print.
+fn format_event(out: &Output, event: &pb::Event, session: &str) -> String {
     let mut line = format!(
         "{} {} {} {session}",
         event.sequence,
@@ -331,6 +368,7 @@ mod tests {
                 action: pb::session::Action::Pause as i32,
                 reason: String::new(),
             }))),
+            "demo",
         );
         assert_eq!(
             line,
@@ -346,7 +384,7 @@ mod tests {
         exit.r#type = pb::event::Type::WorkerExited as i32;
         exit.worker = "sessions/demo/workers/shell".into();
         assert_eq!(
-            format_event(&out, &exit),
+            format_event(&out, &exit, "demo"),
             "42 - WORKER_EXITED demo worker=shell exit=\"exited with code 0\""
         );
     }

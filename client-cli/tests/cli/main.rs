@@ -9,7 +9,7 @@
 
 mod attach;
 mod connect;
+mod events;
 mod harness;
 mod sessions;
-mod unimplemented;
 mod workers;
