@@ -373,18 +373,7 @@ impl Manager {
     /// start moves the session to ERROR.
     async fn relaunch_paused(&self, row: SessionRow, separator: &str) -> Result<()> {
         let workers = self.store.list_workers(&row.model.id).await?;
-        let mut failure = None;
-        for model in &workers {
-            if let Err(reason) = self.spawn_worker(&row, model, separator).await {
-                failure = Some(reason);
-                break;
-            }
-        }
-        if let Some(reason) = failure {
-            self.stop_workers(&row.model.id, self.settings.stop_grace)
-                .await?;
-            self.automatic(&row.model.id, Event::Failed, &reason)
-                .await?;
+        if !self.spawn_all(&row, &workers, separator).await? {
             return Ok(());
         }
         for model in self.store.list_workers(&row.model.id).await? {

@@ -582,40 +582,27 @@ impl Manager {
                 crate::clock::to_datetime(self.now()).format("%Y-%m-%d %H:%M:%S UTC")
             )
         });
-        let mut failure = None;
-        for model in &workers {
-            let separator = if model.start_time.is_some() {
-                separator.as_str()
-            } else {
-                ""
-            };
-            if let Err(reason) = self.spawn_worker(&row, model, separator).await {
-                failure = Some(reason);
-                break;
-            }
-        }
-        if let Some(reason) = failure {
-            self.stop_workers(&row.model.id, self.settings.stop_grace)
-                .await?;
-            self.fail(&row.model.id, &reason).await?;
-        } else if self
-            .automatic(&row.model.id, Event::Ready, ready_reason)
-            .await?
-            .is_none()
-        {
-            // Another transition won (a concurrent stop): end what we started.
-            let current = self.store.get_session(&row.model.id).await?;
-            if current
-                .as_ref()
-                .and_then(|r| State::parse(&r.model.state))
-                .is_some_and(|s| !s.is_running())
+        // A worker that cannot start fails the session (spawn_all records why).
+        if self.spawn_all(&row, &workers, &separator).await? {
+            if self
+                .automatic(&row.model.id, Event::Ready, ready_reason)
+                .await?
+                .is_none()
             {
-                self.stop_workers(&row.model.id, self.settings.stop_grace)
-                    .await?;
+                // Another transition won (a concurrent stop): end what we started.
+                let current = self.store.get_session(&row.model.id).await?;
+                if current
+                    .as_ref()
+                    .and_then(|r| State::parse(&r.model.state))
+                    .is_some_and(|s| !s.is_running())
+                {
+                    self.stop_workers(&row.model.id, self.settings.stop_grace)
+                        .await?;
+                }
+            } else {
+                // Workers that ended before the session became ACTIVE were not counted.
+                self.stop_if_all_exited(&row.model.id).await?;
             }
-        } else {
-            // Workers that ended before the session became ACTIVE were not counted.
-            self.stop_if_all_exited(&row.model.id).await?;
         }
         let row = self
             .store
@@ -623,6 +610,32 @@ impl Manager {
             .await?
             .ok_or_else(|| Error::session_not_found(format!("sessions/{}", row.model.id)))?;
         self.view(row).await
+    }
+
+    /// Spawns `workers` of `row` in order; a worker that ran before continues its
+    /// scrollback after `separator`. On the first worker that cannot start, stops
+    /// those already started, fails the session (ERROR, within the retry budget;
+    /// see `fail`) with the reason, and returns false.
+    pub(super) async fn spawn_all(
+        &self,
+        row: &SessionRow,
+        workers: &[worker::Model],
+        separator: &str,
+    ) -> Result<bool> {
+        for model in workers {
+            let separator = if model.start_time.is_some() {
+                separator
+            } else {
+                ""
+            };
+            if let Err(reason) = self.spawn_worker(row, model, separator).await {
+                self.stop_workers(&row.model.id, self.settings.stop_grace)
+                    .await?;
+                self.fail(&row.model.id, &reason).await?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Starts one worker's process; on failure marks it FAILED and returns the
