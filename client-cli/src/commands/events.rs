@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use corral::pb;
 use corral::pb::session_service_client::SessionServiceClient;
+use corral::pb::worker_service_client::WorkerServiceClient;
 use tonic::Code;
 
 use super::Context;
 use crate::cli::EventsArgs;
 use crate::client::AuthChannel;
 use crate::error::{CliError, code_name};
-use crate::names::{last_segment, session_name, strip_sessions};
+use crate::names::{last_segment, session_name};
 use crate::output::display::{
     event_type, exit_long, local_rfc3339, session_action, session_state, worker_activity,
 };
@@ -51,6 +52,7 @@ pub async fn run(ctx: &Context, args: EventsArgs) -> Result<(), CliError> {
         state_file,
         last: after,
         sessions: ctx.clients.sessions(),
+        workers: ctx.clients.workers(),
         names: HashMap::new(),
     };
     let filter = Filter {
@@ -183,10 +185,11 @@ struct Printer {
     state_file: Option<PathBuf>,
     /// The sequence of the last event printed (or the starting point).
     last: i64,
-    /// For the display names of the sessions events name by id.
+    /// For the display names of the sessions and workers events name by id.
     sessions: SessionServiceClient<AuthChannel>,
-    /// `sessions/{id}` → what to print for it: its display name, or its id when
-    /// it has none or is gone.
+    workers: WorkerServiceClient<AuthChannel>,
+    /// `sessions/{id}` or `sessions/{id}/workers/{id}` → what to print for it:
+    /// its display name, or its id when it has none or is gone.
     names: HashMap<String, String>,
 }
 
@@ -195,8 +198,10 @@ impl Printer {
         if self.out.is_json() {
             self.out.json_line(event)?;
         } else {
-            let session = self.session_label(&event.session).await;
-            self.out.line(format_event(&self.out, event, &session))?;
+            let session = self.label(&event.session).await;
+            let worker = self.label(&event.worker).await;
+            self.out
+                .line(format_event(&self.out, event, &session, &worker))?;
         }
         self.last = self.last.max(event.sequence);
         if let Some(path) = &self.state_file {
@@ -207,24 +212,31 @@ impl Printer {
 }
 
 impl Printer {
-    /// What to print for the session `name` (`sessions/{id}`): its display name
-    /// (asked once per session with GetSession), else its id; `-` for none.
-    async fn session_label(&mut self, name: &str) -> String {
+    /// What to print for the session or worker `name`: its display name (asked
+    /// once per resource with GetSession or GetWorker), else its id; `-` for none.
+    async fn label(&mut self, name: &str) -> String {
         if name.is_empty() {
             return "-".into();
         }
         if let Some(label) = self.names.get(name) {
             return label.clone();
         }
-        let label = match self
-            .sessions
-            .get_session(pb::GetSessionRequest { name: name.into() })
-            .await
-        {
-            Ok(session) if !session.get_ref().display_name.is_empty() => {
-                session.into_inner().display_name
-            }
-            _ => strip_sessions(name).to_owned(),
+        let display_name = if name.contains("/workers/") {
+            let request = pb::GetWorkerRequest { name: name.into() };
+            self.workers
+                .get_worker(request)
+                .await
+                .map(|w| w.into_inner().display_name)
+        } else {
+            let request = pb::GetSessionRequest { name: name.into() };
+            self.sessions
+                .get_session(request)
+                .await
+                .map(|s| s.into_inner().display_name)
+        };
+        let label = match display_name {
+            Ok(display_name) if !display_name.is_empty() => display_name,
+            _ => last_segment(name).to_owned(),
         };
         if self.names.len() >= MAX_NAMES {
             self.names.clear();
@@ -234,8 +246,9 @@ impl Printer {
     }
 }
 
-/// `<seq> <time> <type> <session> <detail>`, `session` being the label to print.
-fn format_event(out: &Output, event: &pb::Event, session: &str) -> String {
+/// `<seq> <time> <type> <session> <detail>`, with `session` and `worker` the
+/// labels to print for the event's resources.
+fn format_event(out: &Output, event: &pb::Event, session: &str, worker: &str) -> String {
     let mut line = format!(
         "{} {} {} {session}",
         event.sequence,
@@ -244,7 +257,7 @@ fn format_event(out: &Output, event: &pb::Event, session: &str) -> String {
     );
     let mut detail = Vec::new();
     if !event.worker.is_empty() {
-        detail.push(format!("worker={}", last_segment(&event.worker)));
+        detail.push(format!("worker={worker}"));
     }
     match &event.detail {
         Some(pb::event::Detail::StateChange(change)) => {
@@ -369,6 +382,7 @@ mod tests {
                 reason: String::new(),
             }))),
             "demo",
+            "-",
         );
         assert_eq!(
             line,
@@ -384,7 +398,7 @@ mod tests {
         exit.r#type = pb::event::Type::WorkerExited as i32;
         exit.worker = "sessions/demo/workers/shell".into();
         assert_eq!(
-            format_event(&out, &exit, "demo"),
+            format_event(&out, &exit, "demo", "shell"),
             "42 - WORKER_EXITED demo worker=shell exit=\"exited with code 0\""
         );
     }

@@ -54,16 +54,28 @@ async fn follow_prints_live_state_changes_and_resume_continues_after_the_last() 
     follow.expect("SESSION_CREATED demo").await;
     server.ok(&["session", "start", "demo"]).await;
     follow.expect("STARTING->ACTIVE").await;
-    let seen = sequences(&follow.text());
-    drop(follow);
+    assert!(
+        follow.text().contains("WORKER_STARTED demo worker=shell"),
+        "workers by display name too:\n{}",
+        follow.text()
+    );
+    let last = *sequences(&follow.text())
+        .iter()
+        .max()
+        .expect("events printed");
 
-    // The state file holds the last sequence printed.
-    let saved: i64 = std::fs::read_to_string(&state)
-        .expect("state file written")
-        .trim()
-        .parse()
-        .expect("a sequence in the state file");
-    assert_eq!(Some(&saved), seen.iter().max());
+    // The state file holds the last sequence printed (written just after it).
+    let saved = || {
+        std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|text| text.trim().parse::<i64>().ok())
+    };
+    crate::harness::eventually("the state file catches up", || async {
+        saved() == Some(last)
+    })
+    .await;
+    drop(follow);
+    let saved = last;
 
     // Events while nobody followed are printed by the next --resume, and only those.
     server.ok(&["session", "stop", "demo"]).await;
