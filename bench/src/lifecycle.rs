@@ -9,13 +9,22 @@ use anyhow::Result;
 use crate::Bench;
 use crate::api::{Api, WorkerDef};
 use crate::server::Corrald;
+use crate::stats::median;
 
 /// Grace between SIGTERM and SIGKILL at each stop (the shell ends at SIGHUP).
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// Cycles per second against `server` (the bench's own server, or one on
+/// What one repetition measured.
+pub struct LifecycleRun {
+    /// Cycles per second of wall time.
+    pub rate: f64,
+    /// Median time of each call (create, start, stop, delete), in seconds.
+    pub steps: [f64; 4],
+}
+
+/// One repetition against `server` (the bench's own server, or one on
 /// PostgreSQL).
-pub async fn corral(bench: &Bench, server: &Corrald) -> Result<f64> {
+pub async fn corral(bench: &Bench, server: &Corrald) -> Result<LifecycleRun> {
     let sizes = &bench.sizes;
     let work_dir = server.work_dir()?.display().to_string();
     let run = bench.next_id();
@@ -29,19 +38,37 @@ pub async fn corral(bench: &Bench, server: &Corrald) -> Result<f64> {
         let cycles = sizes.lifecycle_cycles;
         async move {
             let workers = [WorkerDef::new("shell", &["/bin/sh"])];
+            let mut steps: [Vec<f64>; 4] = Default::default();
             for cycle in 0..cycles {
                 let name = format!("lc-{run}-{client}-{cycle}");
+                let mut at = Instant::now();
+                let mut lap = |step: usize| {
+                    steps[step].push(at.elapsed().as_secs_f64());
+                    at = Instant::now();
+                };
                 api.create_session(&name, &work_dir, &workers).await?;
+                lap(0);
                 api.start_session(&name).await?;
+                lap(1);
                 api.stop_session(&name, STOP_GRACE).await?;
+                lap(2);
                 api.delete_session(&name).await?;
+                lap(3);
             }
-            anyhow::Ok(cycles)
+            anyhow::Ok(steps)
         }
     });
+    let mut steps: [Vec<f64>; 4] = Default::default();
     let mut total = 0;
     for result in futures::future::join_all(clients).await {
-        total += result?;
+        for (all, client) in steps.iter_mut().zip(result?) {
+            total += client.len();
+            all.extend(client);
+        }
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    let rate = (total / 4) as f64 / start.elapsed().as_secs_f64();
+    Ok(LifecycleRun {
+        rate,
+        steps: steps.map(|s| median(&s).unwrap_or(0.0)),
+    })
 }

@@ -558,11 +558,14 @@ async fn run_echo(bench: &Bench) -> Result<Vec<Row>> {
 async fn run_scale(bench: &Bench) -> Result<Vec<Row>> {
     let total = bench.sizes.scale_sessions * bench.sizes.scale_per_session;
     let raw = blocking(|| scale::raw(bench))?;
+    eprintln!("corral-bench: scale: raw PTY {raw:?}");
     let corral = scale::corral(bench).await?;
+    eprintln!("corral-bench: scale: Corral {corral:?}");
     let tmux = match &bench.tmux {
         Some(_) => Some(scale::tmux(bench).await?),
         None => None,
     };
+    eprintln!("corral-bench: scale: tmux {tmux:?}");
     let scenario = format!("scale ({total} sh)");
     let mut spawn = Row::new(&scenario, "spawn all", "s", "≤ 2 s");
     spawn.corral = Some(corral.spawn_seconds);
@@ -606,8 +609,11 @@ async fn run_lifecycle(
     let clients = bench.sizes.lifecycle_clients;
     let mut rows = Vec::new();
     let mut sqlite = Vec::new();
+    let mut steps = Vec::new();
     for _ in 0..bench.sizes.repetitions {
-        sqlite.push(lifecycle::corral(bench, &bench.server).await?);
+        let run = lifecycle::corral(bench, &bench.server).await?;
+        sqlite.push(run.rate);
+        steps.push(run.steps);
     }
     let mut row = Row::new(
         "lifecycle (SQLite)",
@@ -617,6 +623,7 @@ async fn run_lifecycle(
     );
     row.corral = median(&sqlite);
     row.pass = row.corral.map(|r| r >= 200.0);
+    row.note(step_note(&steps));
     rows.push(row);
     if let Some(url) = database_url {
         let server = Corrald::start(
@@ -628,10 +635,14 @@ async fn run_lifecycle(
         )
         .await?;
         let mut pg = Vec::new();
+        let mut steps = Vec::new();
         let mut result = Ok(());
         for _ in 0..bench.sizes.repetitions {
             match lifecycle::corral(bench, &server).await {
-                Ok(rate) => pg.push(rate),
+                Ok(run) => {
+                    pg.push(run.rate);
+                    steps.push(run.steps);
+                }
                 Err(err) => {
                     result = Err(err);
                     break;
@@ -648,9 +659,24 @@ async fn run_lifecycle(
         );
         row.corral = median(&pg);
         row.pass = row.corral.map(|r| r >= 100.0);
+        row.note(step_note(&steps));
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// The median time of each call of a lifecycle cycle, over the repetitions.
+fn step_note(steps: &[[f64; 4]]) -> String {
+    let names = ["create", "start", "stop", "delete"];
+    let parts: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let times: Vec<f64> = steps.iter().map(|s| s[i]).collect();
+            format!("{name} {:.1} ms", median(&times).unwrap_or(0.0) * 1e3)
+        })
+        .collect();
+    format!("median call times: {}", parts.join(", "))
 }
 
 async fn run_reattach(bench: &Bench) -> Result<Vec<Row>> {

@@ -25,6 +25,9 @@ use crate::server::{cpu_seconds, rss_bytes};
 /// Attach streams opened at once when checking that every worker is attachable.
 const ATTACH_CONCURRENCY: usize = 32;
 
+/// Windows made by one tmux command.
+const TMUX_BATCH: usize = 50;
+
 /// The program of every worker.
 const SHELL: &str = "/bin/sh";
 
@@ -158,7 +161,9 @@ pub async fn tmux(bench: &Bench) -> Result<ScaleRun> {
         .ok_or_else(|| anyhow!("tmux is not available"))?;
     let count = bench.sizes.scale_sessions * bench.sizes.scale_per_session;
     let session = format!("scale{}", bench.next_id());
-    let mut args: Vec<String> = [
+    let owned = |words: &[&str]| words.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let start = Instant::now();
+    tmux.run(&owned(&[
         "new-session",
         "-d",
         "-s",
@@ -173,19 +178,21 @@ pub async fn tmux(bench: &Bench) -> Result<ScaleRun> {
         "-g",
         "status",
         "off",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    for _ in 1..count {
-        args.extend(
-            [";", "new-window", "-d", "-t", &session, SHELL]
-                .iter()
-                .map(|s| (*s).to_owned()),
-        );
+    ]))?;
+    // tmux limits the length of one command line: the windows in batches.
+    let mut made = 1;
+    while made < count {
+        let batch = (count - made).min(TMUX_BATCH);
+        let mut args = Vec::new();
+        for i in 0..batch {
+            if i > 0 {
+                args.push(";".to_owned());
+            }
+            args.extend(owned(&["new-window", "-d", "-t", &session, SHELL]));
+        }
+        tmux.run(&args)?;
+        made += batch;
     }
-    let start = Instant::now();
-    tmux.run(&args)?;
     let spawn_seconds = start.elapsed().as_secs_f64();
     let windows = tmux
         .run(&["list-windows".into(), "-t".into(), session.clone()])?

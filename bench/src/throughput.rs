@@ -179,7 +179,9 @@ pub async fn corral(bench: &Bench, fast: usize, slow: bool) -> Result<CorralRun>
         .into_iter()
         .map(|attach| tokio::spawn(read_all(attach, size)))
         .collect();
-    let slow_reader = slow_attach.map(|attach| tokio::spawn(read_slowly(attach)));
+    let slow_received = Arc::new(AtomicU64::new(0));
+    let slow_reader =
+        slow_attach.map(|attach| tokio::spawn(read_slowly(attach, slow_received.clone())));
     let fifo_path = fifo.clone();
     let start = tokio::task::spawn_blocking(move || trigger(&fifo_path)).await??;
     let mut rates = Vec::new();
@@ -200,10 +202,11 @@ pub async fn corral(bench: &Bench, fast: usize, slow: bool) -> Result<CorralRun>
         Some(reader) => {
             reader.abort();
             match reader.await {
-                Ok(result) => Some(result?),
-                Err(err) if err.is_cancelled() => None,
+                Ok(result) => result?,
+                Err(err) if err.is_cancelled() => {}
                 Err(err) => return Err(err.into()),
             }
+            Some(slow_received.load(Ordering::Relaxed))
         }
         None => None,
     };
@@ -272,14 +275,13 @@ async fn read_all(mut attach: Attach, size: u64) -> Result<ClientRead> {
     })
 }
 
-/// Reads [`SLOW_RATE`] bytes per second until aborted or the stream ends;
-/// returns the bytes received.
-async fn read_slowly(mut attach: Attach) -> Result<u64> {
-    let mut received = 0u64;
+/// Reads [`SLOW_RATE`] bytes per second until aborted or the stream ends,
+/// counting the bytes received in `received`.
+async fn read_slowly(mut attach: Attach, received: Arc<AtomicU64>) -> Result<()> {
     while let Some(frame) = attach.next().await? {
         match frame {
             Out::Output(output) => {
-                received += output.data.len() as u64;
+                received.fetch_add(output.data.len() as u64, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_secs_f64(
                     output.data.len() as f64 / SLOW_RATE,
                 ))
@@ -289,5 +291,5 @@ async fn read_slowly(mut attach: Attach) -> Result<u64> {
             _ => {}
         }
     }
-    Ok(received)
+    Ok(())
 }
