@@ -52,7 +52,7 @@ impl Fixture {
             line.clear();
             let _ = write!(line, "{line_no:010} corral-bench output ");
             while line.len() < LINE - 1 {
-                line.push(b'a' + (line.len() as u8 + line_no as u8) % 26);
+                line.push(b'a' + ((line.len() as u64 + line_no) % 26) as u8);
             }
             line.push(b'\n');
             let take = line.len().min((size - written) as usize);
