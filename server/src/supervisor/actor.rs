@@ -5,6 +5,9 @@
 //! write readiness (only while input is queued), the child's pidfd, and the
 //! command channel. Reads loop until the master would block (or 64 KiB were read),
 //! so a busy program produces few, large ring chunks and one wake-up per batch.
+//! While every attached client is more than half a ring behind, the master is not
+//! read (flow control, see the module doc of `supervisor`), for at most
+//! [`CLIENT_WAIT`] at a time.
 //!
 //! Ending a run: the pidfd says the child exited → the status is collected (and an
 //! exec failure detected) → output is drained until the PTY reports EOF/EIO or the
@@ -25,7 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::pty::{SPAWN_THREAD_NAME, Spawned, diagnose_exec_failure};
-use super::{Command, ExitInfo, RunState, Shared, SupervisorEvent, lock, process, sys};
+use super::{
+    CLIENT_WAIT, Command, ExitInfo, RunState, Shared, SupervisorEvent, lock, process, sys,
+};
 
 /// Commands queued per worker before senders wait.
 pub(super) const COMMAND_QUEUE: usize = 32;
@@ -57,6 +62,20 @@ struct ActorState {
     drain_deadline: Option<Instant>,
     kill_deadline: Option<Instant>,
     stop_waiters: Vec<oneshot::Sender<ExitInfo>>,
+    flow: Flow,
+    /// Clients further behind than this (all of them) hold the reads.
+    hold_lag: u64,
+}
+
+/// Flow control of the PTY reads by the attached clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// Some client keeps up (or none is attached): read.
+    Free,
+    /// Every client is far behind: wait for progress until this instant.
+    Holding(Instant),
+    /// The wait ran out: read, and let the clients skip, until one catches up.
+    Overrun,
 }
 
 impl Actor {
@@ -73,6 +92,7 @@ impl Actor {
         // The Spawned keeps its own copies alive until the run ends (closed last).
         let io = sys::register(io_fd, Interest::READABLE | Interest::WRITABLE)?;
         let exit_fd = sys::register(exit_fd, Interest::READABLE)?;
+        let hold_lag = lock(&shared.ring).capacity() as u64 / 2;
         Ok(Actor {
             io,
             exit_fd,
@@ -91,6 +111,8 @@ impl Actor {
                 drain_deadline: None,
                 kill_deadline: None,
                 stop_waiters: Vec::new(),
+                flow: Flow::Free,
+                hold_lag,
             },
         })
     }
@@ -118,6 +140,7 @@ impl ActorState {
         exit_fd: &AsyncFd<OwnedFd>,
         commands: &mut mpsc::Receiver<Command>,
     ) {
+        let shared = self.shared.clone();
         loop {
             if self.exit.is_some()
                 && (self.eof || self.drain_deadline.is_some_and(|d| Instant::now() >= d))
@@ -129,8 +152,14 @@ impl ActorState {
             let far = Instant::now() + Duration::from_secs(3600);
             let drain_at = self.drain_deadline.unwrap_or(far);
             let kill_at = self.kill_deadline.unwrap_or(far);
+            // Once the child exited, drain freely: what is left is bounded.
+            let hold = if self.exit.is_none() {
+                self.hold()
+            } else {
+                None
+            };
             tokio::select! {
-                ready = io.readable(), if !self.eof => match ready {
+                ready = io.readable(), if !self.eof && hold.is_none() => match ready {
                     Ok(mut guard) => {
                         if self.read_available(&mut guard) {
                             guard.clear_ready();
@@ -167,7 +196,38 @@ impl ActorState {
                     tracing::info!(worker_id = %self.shared.worker_id, pid, killed, "grace period over: SIGKILL");
                 },
                 () = sleep_until(drain_at), if self.drain_deadline.is_some() => {},
+                () = shared.progress.notified(), if hold.is_some() => {},
+                () = sleep_until(hold.unwrap_or(far)), if hold.is_some() => {},
             }
+        }
+    }
+
+    /// Whether to leave the master unread for now: `Some(deadline)` while every
+    /// attached client is more than `hold_lag` bytes behind and the
+    /// wait for them has not run out.
+    fn hold(&mut self) -> Option<Instant> {
+        let end = *self.shared.output.borrow();
+        let behind = self
+            .shared
+            .client_lag(end)
+            .is_some_and(|lag| lag >= self.hold_lag);
+        if !behind {
+            self.flow = Flow::Free;
+            return None;
+        }
+        match self.flow {
+            Flow::Free => {
+                let until = Instant::now() + CLIENT_WAIT;
+                self.flow = Flow::Holding(until);
+                Some(until)
+            }
+            Flow::Holding(until) if Instant::now() < until => Some(until),
+            Flow::Holding(_) => {
+                tracing::debug!(worker_id = %self.shared.worker_id, "attached clients fell behind: reading on");
+                self.flow = Flow::Overrun;
+                None
+            }
+            Flow::Overrun => None,
         }
     }
 

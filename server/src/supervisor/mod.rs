@@ -15,7 +15,14 @@
 //!   `watch` channel announces the new end offset. Each attached client owns a
 //!   [`Subscription`] with its own cursor and reads the ring at its own pace; a
 //!   client that falls behind the ring is told what it skipped and continues from
-//!   the oldest byte kept. The process and the other clients never wait for it.
+//!   the oldest byte kept. The other clients never wait for it.
+//! - Flow control follows the *fastest* attached client: while every client is
+//!   more than half a ring behind, the actor stops reading the PTY (so the kernel
+//!   stops the program at its next write, as a terminal would), for at most
+//!   [`CLIENT_WAIT`] at a time. A client that makes no progress in that time is
+//!   left behind (it skips) and the program runs freely until some client catches
+//!   up again: one fast client reads everything, a slow one costs the program at
+//!   most one such wait, and with no client attached nothing waits at all.
 //! - Child exit and PTY EOF are separate events: the exit status is published only
 //!   after the output is drained, so clients see every byte before the exit.
 //! - The ring outlives a run of the process: a worker restarted (Resume, Restart)
@@ -33,19 +40,23 @@ mod sys;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use nix::sys::signal::Signal;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use exit::ExitInfo;
 pub use pty::{Program, SpawnError, SpawnSpec, WindowSize};
 pub use ring::{Read, Scrollback};
+
+/// How long the PTY may go unread while waiting for the fastest attached client
+/// to make progress; after that the program runs on and slow clients skip.
+pub const CLIENT_WAIT: Duration = Duration::from_millis(100);
 
 /// Settings of the supervisor.
 #[derive(Clone, Debug)]
@@ -141,6 +152,10 @@ struct Shared {
     live: Mutex<Option<Live>>,
     size: Mutex<WindowSize>,
     attached: AtomicU32,
+    /// The read position of each attached client (for flow control).
+    cursors: Mutex<Vec<Arc<AtomicU64>>>,
+    /// Signalled when a client's read position moves or a client leaves.
+    progress: Notify,
     /// Set while the worker's processes are suspended by [`WorkerHandle::pause`].
     paused: AtomicBool,
     /// The processes [`WorkerHandle::pause`] stopped, for `resume` to continue.
@@ -165,9 +180,21 @@ impl Shared {
             live: Mutex::new(None),
             size: Mutex::new(size),
             attached: AtomicU32::new(0),
+            cursors: Mutex::new(Vec::new()),
+            progress: Notify::new(),
             paused: AtomicBool::new(false),
             stopped_by_pause: Mutex::new(Vec::new()),
         }
+    }
+
+    /// How far the most advanced attached client is behind `end`, in bytes;
+    /// `None` when no client is attached.
+    fn client_lag(&self, end: u64) -> Option<u64> {
+        lock(&self.cursors)
+            .iter()
+            .map(|cursor| cursor.load(Ordering::Relaxed))
+            .max()
+            .map(|furthest| end.saturating_sub(furthest))
     }
 }
 
@@ -528,16 +555,19 @@ impl WorkerHandle {
             };
             (start, end)
         };
-        if client {
+        let position = client.then(|| {
             self.shared.attached.fetch_add(1, Ordering::Relaxed);
-        }
+            let position = Arc::new(AtomicU64::new(start));
+            lock(&self.shared.cursors).push(position.clone());
+            position
+        });
         let subscription = Subscription {
             shared: self.shared.clone(),
             cursor: start,
             output: self.shared.output.subscribe(),
             run: self.shared.run.subscribe(),
             generation: run.generation,
-            client,
+            position,
         };
         Ok((subscription, start, end))
     }
@@ -641,8 +671,9 @@ pub struct Subscription {
     output: watch::Receiver<u64>,
     run: watch::Receiver<Run>,
     generation: u64,
-    /// Counted in the worker's attached clients.
-    client: bool,
+    /// For an attached client (counted in the worker's attached clients): its
+    /// cursor as the actor's flow control sees it.
+    position: Option<Arc<AtomicU64>>,
 }
 
 impl Subscription {
@@ -655,6 +686,15 @@ impl Subscription {
     pub fn worker(&self) -> WorkerHandle {
         WorkerHandle {
             shared: self.shared.clone(),
+        }
+    }
+
+    /// Moves the cursor and tells the actor's flow control.
+    fn advance(&mut self, cursor: u64) {
+        self.cursor = cursor;
+        if let Some(position) = &self.position {
+            position.store(cursor, Ordering::Relaxed);
+            self.shared.progress.notify_one();
         }
     }
 
@@ -685,11 +725,11 @@ impl Subscription {
             let read = lock(&self.shared.ring).read(self.cursor, max);
             match read {
                 Read::Data { offset, data } => {
-                    self.cursor = offset + data.len() as u64;
+                    self.advance(offset + data.len() as u64);
                     return Next::Data { offset, data };
                 }
                 Read::Skipped { from, to } => {
-                    self.cursor = to;
+                    self.advance(to);
                     return Next::Skipped { from, to };
                 }
                 Read::Empty => {}
@@ -707,8 +747,10 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if self.client {
+        if let Some(position) = &self.position {
             self.shared.attached.fetch_sub(1, Ordering::Relaxed);
+            lock(&self.shared.cursors).retain(|p| !Arc::ptr_eq(p, position));
+            self.shared.progress.notify_one();
         }
     }
 }
