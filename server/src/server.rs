@@ -10,7 +10,8 @@ use corral::pb::event_service_server::EventServiceServer;
 use corral::pb::session_service_server::SessionServiceServer;
 use corral::pb::worker_service_server::WorkerServiceServer;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiSettings, CheckpointApi, EventApi, SessionApi, WorkerApi};
@@ -183,11 +184,12 @@ pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
     let task = tokio::spawn(async move {
         let served = match listener {
             Listener::Tcp(listener) => {
+                // TCP_NODELAY on every connection: with Nagle's algorithm a
+                // response's frames written separately wait for the client's
+                // delayed ACK (40 ms on Linux) — every unary call and keystroke.
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
                 router
-                    .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(listener),
-                        task_shutdown.cancelled(),
-                    )
+                    .serve_with_incoming_shutdown(incoming, task_shutdown.cancelled())
                     .await
             }
             Listener::Unix(listener, path) => {
