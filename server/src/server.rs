@@ -11,8 +11,8 @@ use corral::pb::session_service_server::SessionServiceServer;
 use corral::pb::worker_service_server::WorkerServiceServer;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::{Api, ApiSettings, CheckpointApi, EventApi, SessionApi, WorkerApi};
 use crate::clock::{Clock, SystemClock};
