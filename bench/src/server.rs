@@ -26,9 +26,15 @@ const LOG_TAIL: usize = 40;
 /// Finds the `corrald` binary to benchmark.
 ///
 /// `explicit` wins. Otherwise, when the bench runs under `cargo run` (the `CARGO`
-/// variable is set), `cargo build -p corral-server --bin corrald` is run with the
+/// variable is set), `cargo build --workspace --bin corrald` is run with the
 /// bench's own profile first, so the server measured is never older than the
 /// source; then the binary next to the bench's executable is used.
+///
+/// The nested build resolves features for the whole workspace, as the outer
+/// build did, and runs without the per-crate variables `cargo run` gave the
+/// bench (`CARGO_MANIFEST_DIR`, `OUT_DIR`…): either difference would make cargo
+/// rebuild dependencies (ring's build script tracks such variables), which takes
+/// minutes, instead of finding corrald up to date.
 pub fn find_corrald(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = explicit {
         if !path.is_file() {
@@ -45,14 +51,27 @@ pub fn find_corrald(explicit: Option<&Path>) -> Result<PathBuf> {
             .parent()
             .ok_or_else(|| anyhow!("the bench crate has no parent directory"))?;
         let mut build = Command::new(cargo);
-        build.current_dir(workspace).args([
-            "build",
-            "--quiet",
-            "-p",
-            "corral-server",
-            "--bin",
-            "corrald",
-        ]);
+        build
+            .current_dir(workspace)
+            .args(["build", "--quiet", "--workspace", "--bin", "corrald"]);
+        const PER_CRATE: [&str; 8] = [
+            "OUT_DIR",
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ];
+        for (key, _) in std::env::vars_os() {
+            if PER_CRATE
+                .iter()
+                .any(|prefix| key.to_string_lossy().starts_with(prefix))
+            {
+                build.env_remove(key);
+            }
+        }
         if !cfg!(debug_assertions) {
             build.arg("--release");
         }
@@ -66,7 +85,7 @@ pub fn find_corrald(explicit: Option<&Path>) -> Result<PathBuf> {
         );
         let status = build.status().context("running cargo build for corrald")?;
         if !status.success() {
-            bail!("cargo build -p corral-server --bin corrald failed ({status})");
+            bail!("cargo build --workspace --bin corrald failed ({status})");
         }
     }
     let path = dir.join("corrald");
