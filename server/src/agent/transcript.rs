@@ -457,7 +457,9 @@ pub fn parse_time(text: &str) -> Option<Micros> {
 /// The pattern of transcript file names of a profile, with the conversation id as
 /// the capture group `id`. Conversation ids of the known formats are UUIDs, which
 /// also keeps other files of the directory (a sub-agent's `agent-*.jsonl`) out.
-pub fn file_pattern(spec: &TranscriptSpec, vars: &Vars<'_>) -> regex::Regex {
+/// `None` only if the pattern does not compile (every piece is escaped, so only
+/// a name too long for the regex engine's size limit).
+pub fn file_pattern(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<regex::Regex> {
     let template = expand(
         &spec.file,
         &Vars {
@@ -474,8 +476,7 @@ pub fn file_pattern(spec: &TranscriptSpec, vars: &Vars<'_>) -> regex::Regex {
         pattern.push_str(&literal.join(".*"));
     }
     pattern.push('$');
-    // Every piece is escaped: the pattern always compiles.
-    regex::Regex::new(&pattern).unwrap_or_else(|_| regex::Regex::new("^$").expect("valid"))
+    regex::Regex::new(&pattern).ok()
 }
 
 const UUID_PATTERN: &str =
@@ -566,7 +567,7 @@ pub fn newest_since(
     exclude: &[PathBuf],
 ) -> Option<(PathBuf, String)> {
     let dir = PathBuf::from(expand(&spec.dir, vars));
-    let pattern = file_pattern(spec, vars);
+    let pattern = file_pattern(spec, vars)?;
     let mut candidates: Vec<(PathBuf, SystemTime)> = matching_files(&dir, &pattern, spec.recursive)
         .into_iter()
         .filter(|(path, mtime)| *mtime >= since && !exclude.contains(path))
@@ -757,7 +758,7 @@ mod tests {
             file: "rollout-*-{session_id}.jsonl".into(),
             recursive: true,
         };
-        let pattern = file_pattern(&spec, &Vars::default());
+        let pattern = file_pattern(&spec, &Vars::default()).unwrap();
         let caps = pattern
             .captures("rollout-2025-09-01T10-00-00-5973b6c0-94b8-487b-a530-2aeb6098ae0e.jsonl")
             .unwrap();
