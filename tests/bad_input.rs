@@ -24,10 +24,12 @@ async fn snapshot(server: &TestServer) -> (Vec<pb::Session>, usize) {
         .into_inner()
         .sessions;
     for session in &mut sessions {
-        // Live counters are not stored data.
+        // Live counters are not stored data, nor is the output a running shell
+        // prints (its prompt may come at any time).
         session.attached_clients = 0;
         for worker in &mut session.workers {
             worker.attached_clients = 0;
+            worker.output_offset = 0;
         }
     }
     let events = server

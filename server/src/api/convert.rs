@@ -143,7 +143,6 @@ pub fn worker_to_pb(view: &WorkerView) -> pb::Worker {
                 .and_then(|name| name.parse::<nix::sys::signal::Signal>().ok())
                 .map(|s| s as i32),
             core_dumped: false,
-            exec_failure: None,
         })
     });
     pb::Worker {

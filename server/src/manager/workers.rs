@@ -886,7 +886,7 @@ impl Manager {
         let current = self.reload_worker(model).await?;
         let mut new = current.clone();
         let failure = (!stopped).then(|| exit_failure(&current, exit)).flatten();
-        new.state = if failure.is_some() || exit.exec_failure.is_some() {
+        new.state = if failure.is_some() {
             worker_state::FAILED
         } else if stopped {
             worker_state::STOPPED
@@ -928,7 +928,8 @@ impl Manager {
     }
 
     /// An exit reported by the supervisor: record it, then let the session react
-    /// (an exec failure → ERROR; the last worker gone → STOPPED).
+    /// (an agent that crashed → restarted from its checkpoint, or ERROR; the last
+    /// worker gone → STOPPED).
     pub(super) async fn on_worker_exit(
         &self,
         session_id: Uuid,
@@ -947,16 +948,8 @@ impl Manager {
         if !self.record_exit(&model, generation, exit, stopped).await? || stopped {
             return Ok(());
         }
-        // A program that never started fails its session. An agent that crashed is
-        // restarted from its checkpoint first (`on_agent_crash` fails the session
-        // once it crashed too often).
-        if exit.exec_failure.is_some()
-            && let Some(reason) = exit_failure(&model, exit)
-        {
-            self.stop_workers(&model.session_id, self.settings.stop_grace)
-                .await?;
-            return self.fail(&model.session_id, &reason).await;
-        }
+        // An agent that crashed is restarted from its checkpoint first
+        // (`on_agent_crash` fails the session once it crashed too often).
         if model.kind == worker_kind::AGENT {
             if self.agents.worker(worker_id).is_verifying(generation) {
                 // A resume being verified: its launcher decides what happens next.
@@ -992,14 +985,11 @@ impl Manager {
     }
 }
 
-/// Whether a worker's exit (not asked for by a stop) fails its session, and why
-/// in plain words: the program never started (its `execve` failed), or an agent
-/// worker ended abnormally (a non-zero code or a signal). A terminal worker that
-/// ends, however it ends, is just EXITED.
+/// Whether a worker's exit (not asked for by a stop) fails it, and why in plain
+/// words: an agent worker ended abnormally (a non-zero code or a signal). A
+/// terminal worker that ends, however it ends, is just EXITED. (A program that
+/// cannot start at all fails at `posix_spawn`, before any exit.)
 fn exit_failure(model: &worker::Model, exit: &ExitInfo) -> Option<String> {
-    if let Some(failure) = &exit.exec_failure {
-        return Some(format!("worker {:?}: {failure}", model.display_name));
-    }
     if model.kind == worker_kind::AGENT && !exit.success() {
         return Some(format!(
             "agent worker {:?} ended abnormally: {}",
@@ -1102,19 +1092,9 @@ mod tests {
             code: Some(code),
             ..Default::default()
         };
-        let never_ran = ExitInfo {
-            code: Some(1),
-            exec_failure: Some("exec of /x failed: permission denied".into()),
-            ..Default::default()
-        };
-        // Terminals: only a failed exec fails the session.
+        // Terminals: no exit fails them.
         assert_eq!(exit_failure(&model, &code(0)), None);
         assert_eq!(exit_failure(&model, &code(1)), None);
-        assert!(
-            exit_failure(&model, &never_ran)
-                .unwrap()
-                .contains("permission denied")
-        );
         // Agents: any abnormal end does.
         model.kind = worker_kind::AGENT.into();
         assert_eq!(exit_failure(&model, &code(0)), None);

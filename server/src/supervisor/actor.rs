@@ -9,8 +9,8 @@
 //! read (flow control, see the module doc of `supervisor`), for at most
 //! [`CLIENT_WAIT`] at a time.
 //!
-//! Ending a run: the pidfd says the child exited → the status is collected (and an
-//! exec failure detected) → output is drained until the PTY reports EOF/EIO or the
+//! Ending a run: the pidfd says the child exited → the status is collected →
+//! output is drained until the PTY reports EOF/EIO or the
 //! drain timeout passes → leftover processes of the PTY session are killed → the
 //! exit is published on the worker's `run` channel and reported to the manager →
 //! the PTY is closed.
@@ -27,7 +27,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
-use super::pty::{SPAWN_THREAD_NAME, Spawned, diagnose_exec_failure};
+use super::pty::Spawned;
 use super::{
     CLIENT_WAIT, Command, ExitInfo, RunState, Shared, SupervisorEvent, lock, process, sys,
 };
@@ -319,10 +319,7 @@ impl ActorState {
             return;
         }
         let pid = self.pid();
-        let foreground = self
-            .spawned
-            .as_ref()
-            .and_then(|s| s.master.process_group_leader());
+        let foreground = self.spawned.as_ref().and_then(|s| s.foreground_group());
         tokio::task::spawn_blocking(move || process::terminate(pid, foreground));
         self.kill_deadline = Some(Instant::now() + grace);
         tracing::info!(worker_id = %self.shared.worker_id, pid, grace_ms = grace.as_millis() as u64, "stopping worker");
@@ -330,23 +327,11 @@ impl ActorState {
 
     /// The pidfd is readable: reap the child and start draining.
     fn collect_exit(&mut self) {
-        let Some(spawned) = self.spawned.as_mut() else {
+        let Some(spawned) = self.spawned.as_ref() else {
             return;
         };
-        // Still a zombie: its comm tells whether it ever reached execve.
-        let never_exec = process::comm(spawned.pid).is_some_and(|comm| comm == SPAWN_THREAD_NAME);
-        let child: &mut dyn portable_pty::Child = &mut *spawned.child;
-        let Some(child) = child.downcast_mut::<std::process::Child>() else {
-            tracing::error!(
-                pid = spawned.pid,
-                "portable-pty returned an unexpected child type"
-            );
-            self.exit = Some(ExitInfo::unknown());
-            self.drain_deadline = Some(Instant::now() + self.drain_timeout);
-            return;
-        };
-        let status = match child.try_wait() {
-            Ok(Some(status)) => ExitInfo::from_status(status),
+        let exit = match spawned.try_reap() {
+            Ok(Some(exit)) => exit,
             // Spurious readiness: the child is still alive.
             Ok(None) => return,
             Err(err) => {
@@ -354,13 +339,6 @@ impl ActorState {
                 ExitInfo::unknown()
             }
         };
-        let mut exit = status;
-        if never_exec {
-            exit.exec_failure = Some(diagnose_exec_failure(
-                &spawned.program,
-                spawned.path_env.as_deref(),
-            ));
-        }
         tracing::debug!(worker_id = %self.shared.worker_id, exit = %exit.describe(), "child exited; draining output");
         self.exit = Some(exit);
         self.kill_deadline = None;

@@ -10,19 +10,17 @@ pub struct ExitInfo {
     /// The signal number, when a signal ended it.
     pub signal: Option<i32>,
     pub core_dumped: bool,
-    /// Set when the process never reached `execve`: why, in plain words.
-    pub exec_failure: Option<String>,
 }
 
 impl ExitInfo {
-    /// From std's status of a reaped child.
-    pub fn from_status(status: std::process::ExitStatus) -> Self {
+    /// From the raw status `waitpid(2)` stored (`WIFEXITED`/`WTERMSIG`/…).
+    pub fn from_wait_status(raw: i32) -> Self {
         use std::os::unix::process::ExitStatusExt;
+        let status = std::process::ExitStatus::from_raw(raw);
         ExitInfo {
             code: status.code(),
             signal: status.signal(),
             core_dumped: status.core_dumped(),
-            exec_failure: None,
         }
     }
 
@@ -33,7 +31,7 @@ impl ExitInfo {
 
     /// Exited with code 0.
     pub fn success(&self) -> bool {
-        self.code == Some(0) && self.exec_failure.is_none()
+        self.code == Some(0)
     }
 
     /// The signal's name (`SIGTERM`), or its number when it has no name.
@@ -46,9 +44,6 @@ impl ExitInfo {
 
     /// In plain words: "exited with code 0", "killed by SIGKILL (core dumped)".
     pub fn describe(&self) -> String {
-        if let Some(failure) = &self.exec_failure {
-            return failure.clone();
-        }
         match (self.code, self.signal_name()) {
             (Some(code), _) => format!("exited with code {code}"),
             (None, Some(signal)) => {

@@ -1,10 +1,11 @@
 //! Process trees of workers, read from `/proc` and signalled with `kill(2)`.
 //!
-//! A worker's main process is the leader of its own session (portable-pty calls
-//! `setsid` and makes the PTY its controlling terminal), so "every process of the
-//! worker" is every process whose session id is the leader's pid. Shell job control
-//! puts each job in its own process group, so signalling the leader's process group
-//! alone misses the jobs: these functions always cover every group of the session.
+//! A worker's main process is the leader of its own session (`posix_spawn` with
+//! `POSIX_SPAWN_SETSID`, the PTY as its controlling terminal; see `pty.rs`), so
+//! "every process of the worker" is every process whose session id is the
+//! leader's pid. Shell job control puts each job in its own process group, so
+//! signalling the leader's process group alone misses the jobs: these functions
+//! always cover every group of the session.
 //!
 //! Everything here does blocking syscalls and reads `/proc`; callers run it on
 //! tokio's blocking pool.

@@ -1,40 +1,38 @@
-//! Opening a PTY and spawning a worker's program in it, with portable-pty.
+//! Opening a PTY and starting a worker's program in it.
 //!
-//! Traps of portable-pty, and how this module avoids them:
-//! - **Drop the slave after spawn.** The child holds its own copies; if we kept
-//!   ours, reading the master would never report EOF/EIO when the child is gone.
-//! - **A missing working directory silently becomes `$HOME`** (portable-pty falls
-//!   back to the home directory). We check the directory ourselves first.
-//! - **Exec failures can look like success.** portable-pty's pre-exec hook closes
-//!   every descriptor above 2, including the pipe std uses to report a failed
-//!   `execve` to the parent, so `spawn` returns `Ok` for a child that never ran the
-//!   program. We fork from a thread named [`SPAWN_THREAD_NAME`]: a child that
-//!   exits still carrying that name in `/proc/<pid>/stat` never exec'd, and
-//!   [`diagnose_exec_failure`] says why in plain words. [`spawn`] waits (briefly,
-//!   on the blocking pool) until the child's name changes — `execve` succeeded — or
-//!   it dies under the old name, so a start fails *as* a start failure; the actor
-//!   checks again at exit for a child that took longer than [`EXEC_WAIT`].
-//! - **Its reader is blocking.** We never use it: the master is duplicated, set
-//!   `O_NONBLOCK`, and registered with tokio ([`tokio::io::unix::AsyncFd`]), so
-//!   1000 PTYs cost no thread each. Child exit is watched through a pidfd the same
-//!   way instead of a thread blocked in `wait`.
+//! The PTY comes from `posix_openpt(3)` (`O_CLOEXEC`, so no other child inherits
+//! it); the program is started with `posix_spawn(3)` as the leader of a new
+//! session whose controlling terminal is the slave (see [`sys::spawn_session`]).
+//! We used portable-pty before and measured why it had to go (BENCHMARKS.md):
+//! its `fork` copies the page tables of the whole server and its child closes
+//! every inherited descriptor one at a time, so spawn `n` workers cost O(n²) —
+//! 14.9 s for 1000 shells. A failed `execve` there looked like success too.
+//!
+//! - **The program is found in the child's `PATH`**, not the server's, the way
+//!   `execvp(3)` would search it, and a failure is explained in plain words
+//!   ([`diagnose_exec_failure`]): `posix_spawn` reports `execve`'s error to us.
+//! - **The slave is opened only in the child.** The server holds no slave
+//!   descriptor, so reading the master reports EOF/EIO once the session's last
+//!   process is gone.
+//! - **The working directory is checked first**, to say which of missing / not
+//!   a directory / permission denied it is.
+//! - **Reads never block a thread**: the master is duplicated, set `O_NONBLOCK`,
+//!   and registered with tokio ([`tokio::io::unix::AsyncFd`]), so 1000 PTYs cost no
+//!   thread each. Child exit is watched through a pidfd the same way instead of a
+//!   thread blocked in `wait`.
 //! - **Keep the master alive until reading is done**, and close it last: closing
 //!   it hangs up the terminal (SIGHUP to the session).
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system};
+use rustix::process::{Pid, WaitOptions};
 
-/// The name of the thread that forks workers; a child still called this after it
-/// exited never reached `execve`.
-pub const SPAWN_THREAD_NAME: &str = "corral-spawn";
-
-/// How long [`spawn`] waits for the child to reach `execve` (it normally takes
-/// well under a millisecond; a loaded machine may take longer).
-pub const EXEC_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+use super::exit::ExitInfo;
+use super::sys;
 
 /// A terminal size in character cells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,23 +48,12 @@ impl Default for WindowSize {
     }
 }
 
-impl From<WindowSize> for PtySize {
-    fn from(size: WindowSize) -> Self {
-        PtySize {
-            rows: size.rows,
-            cols: size.cols,
-            pixel_width: 0,
-            pixel_height: 0,
-        }
-    }
-}
-
 /// What to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Program {
     /// This shell as a login shell (argv[0] `-bash`), like a terminal emulator.
     LoginShell(PathBuf),
-    /// argv; `argv[0]` is looked up in `PATH` when it contains no `/`.
+    /// argv; `argv[0]` is looked up in the child's `PATH` when it contains no `/`.
     Argv(Vec<String>),
 }
 
@@ -93,12 +80,11 @@ pub enum SpawnError {
 }
 
 /// A spawned process in its PTY. Dropping it closes the PTY (see the module doc
-/// for the order).
+/// for the order); the process is reaped with [`Spawned::try_reap`].
+#[derive(Debug)]
 pub struct Spawned {
-    /// The PTY's master side: resize, foreground group.
-    pub master: Box<dyn MasterPty + Send>,
-    /// The child; reaped with `try_wait` once `exit_fd` is readable.
-    pub child: Box<dyn Child + Send + Sync>,
+    /// The PTY's master side: resize, foreground group. Closed last.
+    pub master: OwnedFd,
     /// The child's pid (= its session id and process group id).
     pub pid: i32,
     /// A duplicate of the master descriptor in non-blocking mode, for reads and writes.
@@ -107,17 +93,6 @@ pub struct Spawned {
     pub exit_fd: OwnedFd,
     /// The program that was started.
     pub program: Program,
-    /// `PATH` of the child's environment (to explain an exec failure).
-    pub path_env: Option<String>,
-}
-
-impl std::fmt::Debug for Spawned {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spawned")
-            .field("pid", &self.pid)
-            .field("program", &self.program)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Program {
@@ -130,111 +105,149 @@ impl Program {
     }
 }
 
+impl Spawned {
+    /// The PTY's foreground process group (`tcgetpgrp` on the master), if any.
+    pub fn foreground_group(&self) -> Option<i32> {
+        rustix::termios::tcgetpgrp(&self.master)
+            .ok()
+            .map(Pid::as_raw_nonzero)
+            .map(|pid| pid.get())
+    }
+
+    /// Reaps the child if it has exited (`waitpid(pid, WNOHANG)`): `Ok(None)`
+    /// while it runs. Errors: `waitpid` failed (e.g. `ECHILD`: reaped elsewhere).
+    pub fn try_reap(&self) -> std::io::Result<Option<ExitInfo>> {
+        let pid = Pid::from_raw(self.pid)
+            .ok_or_else(|| std::io::Error::other("the child has no process id"))?;
+        Ok(rustix::process::waitpid(Some(pid), WaitOptions::NOHANG)?
+            .map(|(_, status)| ExitInfo::from_wait_status(status.as_raw())))
+    }
+}
+
 /// Opens a PTY of `spec.size` and starts `spec.program` in it, as the leader of a
-/// new session with the PTY as its controlling terminal. Blocking (fork + exec):
-/// call it on the blocking pool.
+/// new session with the PTY as its controlling terminal. Blocking (a `chdir` check,
+/// a `PATH` search and `posix_spawn`): call it on the blocking pool.
+///
+/// Errors: [`SpawnError::WorkDir`] for a working directory that is missing or not
+/// a directory; [`SpawnError::Program`] when the program cannot be found or
+/// `execve` fails, with the reason in plain words; [`SpawnError::Pty`] when the
+/// system cannot open a PTY.
 pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     check_work_dir(&spec.cwd)?;
-    let pair = native_pty_system()
-        .openpty(spec.size.into())
-        .map_err(|e| SpawnError::Pty(format!("{e:#}")))?;
-
-    let mut command = match &spec.program {
-        Program::LoginShell(shell) => {
-            let mut command = CommandBuilder::new_default_prog();
-            command.env("SHELL", shell);
-            command
-        }
-        Program::Argv(argv) => {
-            if argv.is_empty() || argv[0].is_empty() {
-                return Err(SpawnError::Program {
-                    program: String::new(),
-                    reason: "the command is empty".into(),
-                });
-            }
-            CommandBuilder::from_argv(argv.iter().map(Into::into).collect())
-        }
-    };
-    command.env_clear();
-    for (key, value) in &spec.env {
-        command.env(key, value);
-    }
-    if let Program::LoginShell(shell) = &spec.program {
-        command.env("SHELL", shell);
-    }
-    command.cwd(&spec.cwd);
-
     let program = spec.program.describe();
     let path_env = spec
         .env
         .iter()
         .find(|(key, _)| key == "PATH")
-        .map(|(_, value)| value.clone());
-    let child =
-        with_thread_name(SPAWN_THREAD_NAME, || pair.slave.spawn_command(command)).map_err(|e| {
-            // portable-pty's errors are multi-line anyhow chains: keep one line.
-            let raw = format!("{e:#}").replace('\n', " ");
-            SpawnError::Program {
-                program: program.clone(),
-                // It searches PATH itself and refuses with "No viable candidates":
-                // say which of not found / not executable / a directory it was.
-                reason: if raw.contains("No viable candidates") {
-                    diagnose_exec_failure(&spec.program, path_env.as_deref())
-                } else {
-                    raw
-                },
-            }
-        })?;
-    // Trap: drop our slave now, or EOF never comes.
-    drop(pair.slave);
-    let master = pair.master;
+        .map(|(_, value)| value.as_str());
+    let refuse = |reason: String| SpawnError::Program {
+        program: program.clone(),
+        reason,
+    };
+    let (path, argv) = match &spec.program {
+        Program::LoginShell(shell) => {
+            let name = shell
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| shell.display().to_string());
+            (shell.clone(), vec![format!("-{name}")])
+        }
+        Program::Argv(argv) => {
+            let Some(first) = argv.first().filter(|first| !first.is_empty()) else {
+                return Err(refuse("the command is empty".into()));
+            };
+            let path = find_program(first, path_env)
+                .ok_or_else(|| refuse(diagnose_exec_failure(&spec.program, path_env, None)))?;
+            (path, argv.clone())
+        }
+    };
+    let c_string = |what: &str, bytes: &[u8]| {
+        CString::new(bytes).map_err(|_| refuse(format!("{what} contains a NUL byte")))
+    };
+    let c_path = c_string("the program path", path.as_os_str().as_bytes())?;
+    let c_argv = argv
+        .iter()
+        .map(|arg| c_string("an argument", arg.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c_env = spec
+        .env
+        .iter()
+        .map(|(key, value)| c_string("the environment", format!("{key}={value}").as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c_cwd = CString::new(spec.cwd.as_os_str().as_bytes()).map_err(|_| SpawnError::WorkDir {
+        path: spec.cwd.clone(),
+        reason: "contains a NUL byte".into(),
+    })?;
 
-    let pid = child
-        .process_id()
-        .and_then(|pid| i32::try_from(pid).ok())
-        .ok_or_else(|| SpawnError::Pty("the child has no process id".into()))?;
-    let mut child = child;
-    if let ExecOutcome::Failed = wait_for_exec(pid) {
-        // Reap it (it has exited), then say why execve failed.
-        let status = child.wait().ok();
-        return Err(SpawnError::Program {
-            program,
-            reason: format!(
-                "{}{}",
-                diagnose_exec_failure(&spec.program, path_env.as_deref()),
-                status
-                    .map(|s| format!(" (the child exited with code {})", s.exit_code()))
-                    .unwrap_or_default()
-            ),
-        });
-    }
-    let exit_fd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(pid).ok_or_else(|| SpawnError::Pty("pid 0".into()))?,
-        rustix::process::PidfdFlags::empty(),
+    let pty = |step: &str, err: rustix::io::Errno| SpawnError::Pty(format!("{step}: {err}"));
+    let master = rustix::pty::openpt(
+        rustix::pty::OpenptFlags::RDWR
+            | rustix::pty::OpenptFlags::NOCTTY
+            | rustix::pty::OpenptFlags::CLOEXEC,
     )
-    .map_err(|e| SpawnError::Pty(format!("pidfd_open({pid}): {e}")))?;
-
-    let raw = master
-        .as_raw_fd()
-        .ok_or_else(|| SpawnError::Pty("the PTY master has no descriptor".into()))?;
-    let io_fd = super::sys::dup_raw(raw, &master)
-        .map_err(|e| SpawnError::Pty(format!("dup of the PTY master: {e}")))?;
-    let flags = fcntl(&io_fd, FcntlArg::F_GETFL).map_err(|e| SpawnError::Pty(e.to_string()))?;
-    fcntl(
-        &io_fd,
-        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    .map_err(|e| pty("posix_openpt", e))?;
+    rustix::pty::grantpt(&master).map_err(|e| pty("grantpt", e))?;
+    rustix::pty::unlockpt(&master).map_err(|e| pty("unlockpt", e))?;
+    let tty = rustix::pty::ptsname(&master, Vec::new()).map_err(|e| pty("ptsname", e))?;
+    rustix::termios::tcsetwinsize(
+        &master,
+        rustix::termios::Winsize {
+            ws_row: spec.size.rows,
+            ws_col: spec.size.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
     )
-    .map_err(|e| SpawnError::Pty(format!("O_NONBLOCK on the PTY master: {e}")))?;
+    .map_err(|e| pty("setting the window size", e))?;
 
-    Ok(Spawned {
-        master,
-        child,
-        pid,
-        io_fd,
-        exit_fd,
-        program: spec.program.clone(),
-        path_env,
+    let pid = sys::spawn_session(&sys::SessionSpawn {
+        path: &c_path,
+        argv: &c_argv,
+        env: &c_env,
+        cwd: &c_cwd,
+        tty: &tty,
     })
+    .map_err(|errno| match check_work_dir(&spec.cwd) {
+        // chdir failed: the directory went away (or changed) after the check.
+        Err(dir) => dir,
+        Ok(()) => refuse(diagnose_exec_failure(&spec.program, path_env, Some(errno))),
+    })?;
+
+    let finish = || -> Result<(OwnedFd, OwnedFd), SpawnError> {
+        let exit_fd = rustix::process::pidfd_open(
+            Pid::from_raw(pid).ok_or_else(|| SpawnError::Pty("pid 0".into()))?,
+            rustix::process::PidfdFlags::empty(),
+        )
+        .map_err(|e| SpawnError::Pty(format!("pidfd_open({pid}): {e}")))?;
+        let io_fd = master
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| SpawnError::Pty(format!("dup of the PTY master: {e}")))?;
+        let flags = fcntl(&io_fd, FcntlArg::F_GETFL).map_err(|e| SpawnError::Pty(e.to_string()))?;
+        fcntl(
+            &io_fd,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| SpawnError::Pty(format!("O_NONBLOCK on the PTY master: {e}")))?;
+        Ok((io_fd, exit_fd))
+    };
+    match finish() {
+        Ok((io_fd, exit_fd)) => Ok(Spawned {
+            master,
+            pid,
+            io_fd,
+            exit_fd,
+            program: spec.program.clone(),
+        }),
+        Err(err) => {
+            // Nothing will watch this child: end and reap it now.
+            if let Some(child) = Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(child, rustix::process::Signal::KILL);
+                let _ = rustix::process::waitpid(Some(child), WaitOptions::empty());
+            }
+            Err(err)
+        }
+    }
 }
 
 fn check_work_dir(cwd: &Path) -> Result<(), SpawnError> {
@@ -255,80 +268,51 @@ fn check_work_dir(cwd: &Path) -> Result<(), SpawnError> {
     }
 }
 
-/// Whether a freshly forked child reached `execve`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ExecOutcome {
-    /// Its name changed: it runs the program (or ran it and exited).
-    Execed,
-    /// It ended still named [`SPAWN_THREAD_NAME`]: `execve` failed.
-    Failed,
-    /// Still not exec'd after [`EXEC_WAIT`]; the actor will tell at exit.
-    Unknown,
+/// The paths `execvp(3)` tries for `argv0`: the name itself when it contains a
+/// `/`, else the name in each directory of `path_env`, in order.
+fn candidates(argv0: &str, path_env: Option<&str>) -> Vec<PathBuf> {
+    if argv0.contains('/') {
+        return vec![PathBuf::from(argv0)];
+    }
+    path_env
+        .map(|paths| {
+            std::env::split_paths(paths)
+                .map(|dir| dir.join(argv0))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-/// Polls `/proc/<pid>/stat` until the child's name is no longer
-/// [`SPAWN_THREAD_NAME`] (exec'd) or it is a zombie (or gone) under that name
-/// (exec failed). Blocking; at most [`EXEC_WAIT`].
-fn wait_for_exec(pid: i32) -> ExecOutcome {
-    let deadline = std::time::Instant::now() + EXEC_WAIT;
-    let mut pause = std::time::Duration::from_micros(100);
-    loop {
-        match super::process::member(pid) {
-            None => return ExecOutcome::Unknown,
-            Some(member) => {
-                let named_spawn = super::process::comm(pid).is_some_and(|c| c == SPAWN_THREAD_NAME);
-                if !named_spawn {
-                    return ExecOutcome::Execed;
-                }
-                if matches!(member.state, 'Z' | 'X') {
-                    return ExecOutcome::Failed;
-                }
-            }
-        }
-        if std::time::Instant::now() >= deadline {
-            return ExecOutcome::Unknown;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(std::time::Duration::from_millis(5));
+/// The executable `argv0` names, as `execvp(3)` finds it: a name containing `/`
+/// is taken as it is; any other is the first regular, executable file of that
+/// name in `path_env`'s directories. `None`: nothing in `PATH` would run.
+fn find_program(argv0: &str, path_env: Option<&str>) -> Option<PathBuf> {
+    if argv0.contains('/') {
+        return Some(PathBuf::from(argv0));
     }
+    candidates(argv0, path_env).into_iter().find(|candidate| {
+        std::fs::metadata(candidate).is_ok_and(|meta| meta.is_file())
+            && nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
+    })
 }
 
-/// Runs `f` with the current thread renamed to `name`, restoring the old name after.
-fn with_thread_name<T>(name: &str, f: impl FnOnce() -> T) -> T {
-    let previous = nix::sys::prctl::get_name().ok();
-    if let Ok(name) = CString::new(name) {
-        let _ = nix::sys::prctl::set_name(&name);
-    }
-    let result = f();
-    if let Some(previous) = previous {
-        let _ = nix::sys::prctl::set_name(&previous);
-    }
-    result
-}
-
-/// Explains why `execve` of `program` most likely failed, for a child detected as
-/// never having exec'd (see the module doc): the errno itself is lost with the
-/// pipe std would have reported it on, so this retraces `execvp(3)` — search
-/// `PATH` for a name without `/`, skipping candidates that cannot be executed —
-/// and names the first reason that applies: not found, a directory, permission
-/// denied (no execute permission), a `#!` interpreter that does not exist, or a
-/// file that is neither a binary nor a script.
-pub fn diagnose_exec_failure(program: &Program, path_env: Option<&str>) -> String {
+/// Explains in plain words why `program` could not be started: retraces
+/// `execvp(3)` — search `PATH` for a name without `/`, skipping candidates that
+/// cannot be executed — and names the first reason that applies: not found, a
+/// directory, permission denied (no execute permission), a `#!` interpreter that
+/// does not exist, or a file that is neither a binary nor a script. `errno` is
+/// what `execve` returned, when it was tried; it is named when nothing more
+/// precise explains the failure.
+pub fn diagnose_exec_failure(
+    program: &Program,
+    path_env: Option<&str>,
+    errno: Option<rustix::io::Errno>,
+) -> String {
     let argv0 = match program {
         Program::LoginShell(shell) => shell.display().to_string(),
         Program::Argv(argv) => argv.first().cloned().unwrap_or_default(),
     };
-    let candidates: Vec<PathBuf> = if argv0.contains('/') {
-        vec![PathBuf::from(&argv0)]
-    } else {
-        path_env
-            .map(|paths| {
-                std::env::split_paths(paths)
-                    .map(|dir| dir.join(&argv0))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let candidates = candidates(&argv0, path_env);
     // execvp goes on after EACCES and reports it only if nothing else runs.
     let mut denied: Option<String> = None;
     for path in &candidates {
@@ -350,7 +334,7 @@ pub fn diagnose_exec_failure(program: &Program, path_env: Option<&str>) -> Strin
             });
             continue;
         }
-        return explain_file(path);
+        return explain_file(path, errno);
     }
     if let Some(denied) = denied {
         return denied;
@@ -362,33 +346,36 @@ pub fn diagnose_exec_failure(program: &Program, path_env: Option<&str>) -> Strin
     }
 }
 
-/// Why an existing, executable file would not run.
-fn explain_file(path: &Path) -> String {
-    match std::fs::read(path) {
-        Err(err) => format!("exec of {} failed: {err}", path.display()),
-        Ok(bytes) => {
-            if let Some(line) = bytes.strip_prefix(b"#!") {
-                let line =
-                    String::from_utf8_lossy(line.split(|b| *b == b'\n').next().unwrap_or_default());
-                let interpreter = line
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                if !Path::new(&interpreter).exists() {
-                    return format!(
-                        "exec of {} failed: its interpreter {interpreter:?} (from the #! line) does not exist",
-                        path.display()
-                    );
-                }
-            } else if !bytes.starts_with(b"\x7fELF") {
-                return format!(
-                    "exec of {} failed: exec format error (not a binary and no #! line)",
-                    path.display()
-                );
-            }
-            format!("exec of {} failed", path.display())
+/// Why an existing, executable file would not run (its first 256 bytes tell).
+fn explain_file(path: &Path, errno: Option<rustix::io::Errno>) -> String {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(256);
+    let read = std::fs::File::open(path).and_then(|file| file.take(256).read_to_end(&mut head));
+    if let Err(err) = read {
+        return format!("exec of {} failed: {err}", path.display());
+    }
+    if let Some(line) = head.strip_prefix(b"#!") {
+        let line = String::from_utf8_lossy(line.split(|b| *b == b'\n').next().unwrap_or_default());
+        let interpreter = line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if !Path::new(&interpreter).exists() {
+            return format!(
+                "exec of {} failed: its interpreter {interpreter:?} (from the #! line) does not exist",
+                path.display()
+            );
         }
+    } else if !head.starts_with(b"\x7fELF") {
+        return format!(
+            "exec of {} failed: exec format error (not a binary and no #! line)",
+            path.display()
+        );
+    }
+    match errno {
+        Some(errno) => format!("exec of {} failed: {errno}", path.display()),
+        None => format!("exec of {} failed", path.display()),
     }
 }
 
@@ -403,9 +390,10 @@ mod tests {
 
     #[test]
     fn a_missing_command_is_not_found() {
-        let why = diagnose_exec_failure(&argv("corral-no-such-command"), Some("/usr/bin:/bin"));
+        let why =
+            diagnose_exec_failure(&argv("corral-no-such-command"), Some("/usr/bin:/bin"), None);
         assert!(why.contains("command not found"), "{why}");
-        let why = diagnose_exec_failure(&argv("/nonexistent/tool"), Some("/usr/bin"));
+        let why = diagnose_exec_failure(&argv("/nonexistent/tool"), Some("/usr/bin"), None);
         assert!(why.contains("no such file"), "{why}");
     }
 
@@ -415,23 +403,23 @@ mod tests {
         let script = dir.path().join("tool.sh");
         std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let why = diagnose_exec_failure(&argv(&script.display().to_string()), None);
+        let why = diagnose_exec_failure(&argv(&script.display().to_string()), None, None);
         assert!(why.contains("permission denied"), "{why}");
         // Found through PATH too.
         let path = dir.path().display().to_string();
-        let why = diagnose_exec_failure(&argv("tool.sh"), Some(&path));
+        let why = diagnose_exec_failure(&argv("tool.sh"), Some(&path), None);
         assert!(why.contains("permission denied"), "{why}");
     }
 
     #[test]
     fn a_directory_and_a_bad_interpreter_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let why = diagnose_exec_failure(&argv(&dir.path().display().to_string()), None);
+        let why = diagnose_exec_failure(&argv(&dir.path().display().to_string()), None, None);
         assert!(why.contains("is a directory"), "{why}");
         let script = dir.path().join("old.py");
         std::fs::write(&script, "#!/nonexistent/python9\n").unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let why = diagnose_exec_failure(&argv(&script.display().to_string()), None);
+        let why = diagnose_exec_failure(&argv(&script.display().to_string()), None, None);
         assert!(
             why.contains("interpreter \"/nonexistent/python9\""),
             "{why}"
@@ -439,14 +427,14 @@ mod tests {
         let junk = dir.path().join("junk");
         std::fs::write(&junk, "not a program").unwrap();
         std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let why = diagnose_exec_failure(&argv(&junk.display().to_string()), None);
+        let why = diagnose_exec_failure(&argv(&junk.display().to_string()), None, None);
         assert!(why.contains("exec format error"), "{why}");
     }
 
     #[test]
     fn spawn_reports_an_exec_failure_as_a_start_failure() {
-        // portable-pty finds the file and forks; execve fails in the child (ENOENT
-        // for the interpreter), which portable-pty cannot see.
+        // The file exists and is executable; execve fails on its interpreter
+        // (ENOENT), which posix_spawn reports.
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("old.py");
         std::fs::write(&script, "#!/nonexistent/python9\n").unwrap();
@@ -466,21 +454,117 @@ mod tests {
         }
     }
 
-    #[test]
-    fn spawn_of_a_real_program_succeeds() {
+    /// Spawns `argv` in a fresh directory; returns the directory too.
+    fn spawn_in_temp(program: Program) -> (tempfile::TempDir, Spawned) {
         let dir = tempfile::tempdir().unwrap();
         let spec = SpawnSpec {
-            program: Program::Argv(vec!["sleep".into(), "5".into()]),
+            program,
+            cwd: dir.path().to_owned(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            size: WindowSize {
+                rows: 33,
+                cols: 101,
+            },
+        };
+        let spawned = spawn(&spec).expect("the program starts");
+        (dir, spawned)
+    }
+
+    /// Waits up to 5 s for `check` to hold.
+    fn eventually(what: &str, check: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Kills the child and reaps it through `try_reap`.
+    fn kill_and_reap(spawned: &Spawned) -> ExitInfo {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(spawned.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        loop {
+            if let Some(exit) = spawned.try_reap().unwrap() {
+                return exit;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn spawn_starts_a_session_leader_on_its_pty() {
+        // A descriptor the server leaks without O_CLOEXEC must not reach workers.
+        let (leak_read, leak_write) = nix::unistd::pipe().unwrap();
+        let (dir, spawned) = spawn_in_temp(Program::Argv(vec!["sleep".into(), "30".into()]));
+        let pid = spawned.pid;
+        // posix_spawn returns once execve has replaced the memory; the kernel
+        // sets the name and argv a moment later.
+        eventually("the name of the program", || {
+            super::super::process::comm(pid).as_deref() == Some("sleep")
+        });
+        // Its own session and group, with the PTY as controlling terminal and
+        // itself in the foreground.
+        let nix_pid = nix::unistd::Pid::from_raw(pid);
+        assert_eq!(nix::unistd::getsid(Some(nix_pid)).unwrap(), nix_pid);
+        assert_eq!(spawned.foreground_group(), Some(pid));
+        let size = rustix::termios::tcgetwinsize(&spawned.master).unwrap();
+        assert_eq!((size.ws_row, size.ws_col), (33, 101));
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
+        let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(fds.len(), 3, "only stdin, stdout, stderr: {fds:?}");
+        let tty = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
+        assert!(tty.starts_with("/dev/pts/"), "{}", tty.display());
+        drop((leak_read, leak_write));
+
+        assert_eq!(spawned.try_reap().unwrap(), None, "still running");
+        assert_eq!(kill_and_reap(&spawned).signal, Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn a_login_shell_gets_a_dash_in_argv0() {
+        let (_dir, spawned) = spawn_in_temp(Program::LoginShell("/bin/sh".into()));
+        let cmdline = format!("/proc/{}/cmdline", spawned.pid);
+        eventually("argv of the shell", || {
+            std::fs::read(&cmdline).is_ok_and(|argv| argv == b"-sh\0")
+        });
+        kill_and_reap(&spawned);
+    }
+
+    #[test]
+    fn spawn_refuses_a_missing_program_and_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = SpawnSpec {
+            program: argv("corral-no-such-command"),
             cwd: dir.path().to_owned(),
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             size: WindowSize::default(),
         };
-        let mut spawned = spawn(&spec).expect("sleep starts");
-        assert_ne!(
-            super::super::process::comm(spawned.pid).as_deref(),
-            Some(SPAWN_THREAD_NAME)
-        );
-        spawned.child.kill().unwrap();
-        spawned.child.wait().unwrap();
+        match spawn(&spec) {
+            Err(SpawnError::Program { reason, .. }) => {
+                assert!(reason.contains("command not found in PATH"), "{reason}")
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
+        // The child's PATH is searched, not the server's.
+        spec.program = argv("sleep");
+        spec.env = vec![("PATH".into(), dir.path().display().to_string())];
+        assert!(matches!(spawn(&spec), Err(SpawnError::Program { .. })));
+        spec.env = vec![("PATH".into(), "/usr/bin:/bin".into())];
+        spec.cwd = dir.path().join("gone");
+        match spawn(&spec) {
+            Err(SpawnError::WorkDir { reason, .. }) => {
+                assert!(reason.contains("does not exist"), "{reason}")
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
     }
 }
