@@ -577,7 +577,7 @@ async fn run_scale(bench: &Bench) -> Result<Vec<Row>> {
     ]);
     spawn.pass = Some(corral.spawn_seconds <= 2.0);
     spawn.note(format!(
-        "Corral: {} sessions of {} workers started in parallel; raw: the bench spawns them one by one; tmux: one command making the windows",
+        "Corral: {} sessions of {} workers started in parallel; raw: the bench spawns them one by one with Corral's posix_spawn, no server; tmux: one command making the windows",
         bench.sizes.scale_sessions, bench.sizes.scale_per_session
     ));
     let mut rss = Row::new(&scenario, "server RSS, idle", "MiB", "≤ 150 MiB");

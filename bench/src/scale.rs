@@ -6,7 +6,8 @@
 //! settling pause, the server's RSS, its CPU time over the idle window, and
 //! whether every worker accepts an Attach (opened, `attached` received, detached).
 //! Raw PTY: the bench itself opens the PTYs and spawns the shells one after the
-//! other. tmux: one tmux command makes a session and the other windows; then the
+//! other with Corral's own spawn function (no server), the floor for Corral.
+//! tmux: one tmux command makes a session and the other windows; then the
 //! tmux server's RSS and idle CPU over the same window.
 
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use futures::StreamExt;
 
 use crate::Bench;
 use crate::api::{Api, WorkerDef};
-use crate::baseline::RawPty;
 use crate::server::{cpu_seconds, rss_bytes};
 
 /// Attach streams opened at once when checking that every worker is attachable.
@@ -135,17 +135,32 @@ pub async fn corral(bench: &Bench) -> Result<ScaleRun> {
 }
 
 /// The same number of shells, each in a PTY opened by the bench, one after the
-/// other.
+/// other, with the spawn Corral uses (`posix_openpt` + `posix_spawn`) but no
+/// server around it: the floor for Corral's spawn time.
 pub fn raw(bench: &Bench) -> Result<ScaleRun> {
+    use corral_server::supervisor::pty::{self, Program, SpawnSpec, WindowSize};
     let count = bench.sizes.scale_sessions * bench.sizes.scale_per_session;
-    let env = bench.fixture.env();
-    let argv = vec![SHELL.to_owned()];
+    let spec = SpawnSpec {
+        program: Program::Argv(vec![SHELL.to_owned()]),
+        cwd: bench.fixture.scratch("scale")?,
+        env: bench.fixture.env(),
+        size: WindowSize::default(),
+    };
     let start = Instant::now();
     let mut ptys = Vec::with_capacity(count);
     for _ in 0..count {
-        ptys.push(RawPty::spawn(&argv, &env)?);
+        ptys.push(pty::spawn(&spec).map_err(|e| anyhow!("raw spawn: {e}"))?);
     }
     let spawn_seconds = start.elapsed().as_secs_f64();
+    for spawned in &ptys {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(spawned.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for spawned in &ptys {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(spawned.pid), None);
+    }
     drop(ptys);
     Ok(ScaleRun {
         spawn_seconds,
