@@ -150,3 +150,65 @@ async fn second_terminal_worker_runs_its_command() {
     client.expect("second line").await;
     server.stop().await;
 }
+
+/// Input beyond what the PTY buffers at once (the program is not reading yet)
+/// reaches it whole and in the order it was typed: the first frames go straight
+/// to the master until it is full, the rest queue behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_beyond_the_pty_buffer_arrives_whole_and_in_order() {
+    const FRAMES: usize = 64;
+    const FRAME: usize = 4096;
+    let server = TestServer::start().await;
+    server.create_session("typing").await;
+    server.start_session("typing").await;
+    let script = format!(
+        "stty raw -echo; printf 'ready\\n'; sleep 1; head -c {} | md5sum",
+        FRAMES * FRAME
+    );
+    server
+        .workers
+        .clone()
+        .create_worker(pb::CreateWorkerRequest {
+            parent: "sessions/typing".into(),
+            worker: Some(pb::Worker {
+                display_name: "sum".into(),
+                spec: Some(pb::worker::Spec::Terminal(pb::TerminalSpec {
+                    command: vec!["sh".into(), "-c".into(), script],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create worker");
+    let mut client = server
+        .attach("sessions/typing/workers/sum", None, None)
+        .await;
+    client.expect("ready").await;
+    let mut typed = Vec::with_capacity(FRAMES * FRAME);
+    for i in 0..FRAMES {
+        let frame: Vec<u8> = (0..FRAME)
+            .map(|j| b'a' + ((i * 7 + j) % 26) as u8)
+            .collect();
+        client.input(&frame).await;
+        typed.extend_from_slice(&frame);
+    }
+    let expected = {
+        use std::io::Write;
+        let mut md5sum = std::process::Command::new("md5sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("md5sum runs");
+        md5sum
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&typed)
+            .expect("write to md5sum");
+        let out = md5sum.wait_with_output().expect("md5sum output");
+        String::from_utf8(out.stdout).expect("hex")[..32].to_owned()
+    };
+    client.expect(&expected).await;
+    server.stop().await;
+}
