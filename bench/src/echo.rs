@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use corral::pb;
 use corral::pb::attach_response::Frame as Out;
@@ -91,16 +91,42 @@ fn echo_loop(
 }
 
 /// Round trips through Corral's Attach stream.
+///
+/// The client runs on a runtime of its own with one thread, like the other two
+/// baselines' single reading thread: what is measured is the server's path, not
+/// hand-offs between the client's threads.
 pub async fn corral(bench: &Bench) -> Result<Vec<Duration>> {
     let def = WorkerDef {
         name: format!("echo-{}", bench.next_id()),
         command: echo_argv(),
     };
     let worker = bench.api.create_worker(&bench.session, &def).await?;
-    let api = Api::new(bench.server.connect().await?);
-    let mut attach = api
-        .attach(&worker.name, pb::replay::Mode::FromOffset(0))
-        .await?;
+    let addr = bench.server.addr();
+    let name = worker.name.clone();
+    let (warmup, samples) = (bench.sizes.echo_warmup, bench.sizes.echo_samples);
+    let measured = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("the echo client's runtime")?
+            .block_on(corral_client(addr, &name, warmup, samples))
+    })
+    .await
+    .map_err(|err| anyhow!("the echo client failed: {err}"))
+    .and_then(|result| result);
+    bench.api.delete_worker(&worker.name).await?;
+    measured
+}
+
+/// The echo loop of one client on its own connection to `addr`.
+async fn corral_client(
+    addr: std::net::SocketAddr,
+    worker: &str,
+    warmup: usize,
+    samples: usize,
+) -> Result<Vec<Duration>> {
+    let api = Api::new(crate::server::connect(addr).await?);
+    let mut attach = api.attach(worker, pb::replay::Mode::FromOffset(0)).await?;
     let wait_for = async |byte: u8, attach: &mut crate::api::Attach| -> Result<()> {
         loop {
             match attach.next().await? {
@@ -114,7 +140,6 @@ pub async fn corral(bench: &Bench) -> Result<Vec<Duration>> {
     tokio::time::timeout(SAMPLE_TIMEOUT, wait_for(b'R', &mut attach))
         .await
         .map_err(|_| anyhow!("the echo worker did not get ready"))??;
-    let (warmup, samples) = (bench.sizes.echo_warmup, bench.sizes.echo_samples);
     let mut out = Vec::with_capacity(samples);
     for i in 0..warmup + samples {
         let key = echo_key(i);
@@ -128,6 +153,5 @@ pub async fn corral(bench: &Bench) -> Result<Vec<Duration>> {
         }
     }
     attach.detach().await?;
-    bench.api.delete_worker(&worker.name).await?;
     Ok(out)
 }

@@ -308,11 +308,12 @@ impl Corrald {
 
     /// A new HTTP/2 connection to the server (one per simulated client).
     pub async fn connect(&self) -> Result<Channel> {
-        Endpoint::from_shared(format!("http://{}", self.addr))?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("connecting to corrald at {}", self.addr))
+        connect(self.addr).await
+    }
+
+    /// The server's gRPC address (loopback, ephemeral port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Resident memory of the server process (`VmRSS`), in bytes.
@@ -384,4 +385,14 @@ pub fn cpu_seconds(pid: i32) -> Result<f64> {
         .and_then(|p| p.stat())
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// A new channel (its own TCP connection, `TCP_NODELAY`) to corrald at `addr`,
+/// driven by the runtime this is called on.
+pub async fn connect(addr: SocketAddr) -> Result<Channel> {
+    Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to corrald at {addr}"))
 }
