@@ -143,6 +143,11 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// The payload as stored: JSON text (`{}` if it cannot be serialized).
+    fn payload_json(&self) -> String {
+        serde_json::to_string(&self.payload).unwrap_or_else(|_| "{}".into())
+    }
+
     /// An event about a session.
     pub fn session(kind: EventKind, session_id: &str, payload: EventPayload) -> Self {
         NewEvent {
@@ -180,6 +185,9 @@ pub(crate) async fn append<C: ConnectionTrait>(
         return Ok(0);
     }
     let count = events.len() as i64;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        return append_postgres(txn, now, events).await;
+    }
     let bump = Query::update()
         .table("counters")
         .value("value", Expr::col("value").add(count))
@@ -199,22 +207,64 @@ pub(crate) async fn append<C: ConnectionTrait>(
             sequence: Set(first + i as i64),
             time: Set(now),
             kind: Set(event.kind.as_str().to_owned()),
+            payload: Set(event.payload_json()),
             session_id: Set(event.session_id),
             worker_id: Set(event.worker_id),
-            payload: Set(serde_json::to_string(&event.payload).unwrap_or_else(|_| "{}".into())),
         });
     event::Entity::insert_many(rows).exec(txn).await?;
-    if txn.get_database_backend() == DbBackend::Postgres {
-        // Delivered to every listener when this transaction commits; never if
-        // it rolls back.
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [NOTIFY_CHANNEL.into(), last.to_string().into()],
-        ))
-        .await?;
-    }
     Ok(last)
+}
+
+/// [`append`] on PostgreSQL, in one statement: the counter's bump, the rows and
+/// the `pg_notify` (delivered to every listener when the transaction commits;
+/// never if it rolls back). The bump takes the counter row's lock, held until
+/// COMMIT; one round trip instead of three keeps that serialized stretch short
+/// (BENCHMARKS.md, lifecycle on PostgreSQL).
+async fn append_postgres<C: ConnectionTrait>(
+    txn: &C,
+    now: Micros,
+    events: Vec<NewEvent>,
+) -> Result<i64, DbErr> {
+    use std::fmt::Write as _;
+    let count = events.len();
+    // $1 count, $2 channel, $3 time; then four per event.
+    let mut values: Vec<sea_orm::Value> =
+        vec![(count as i64).into(), NOTIFY_CHANNEL.into(), now.into()];
+    let mut sql = String::from(
+        r#"WITH bump AS (UPDATE "counters" SET "value" = "value" + $1 WHERE "name" = 'event_sequence' RETURNING "value") INSERT INTO "events" ("sequence", "time", "type", "session_id", "worker_id", "payload") VALUES "#,
+    );
+    for (i, event) in events.into_iter().enumerate() {
+        let n = values.len();
+        let separator = if i == 0 { "" } else { ", " };
+        // The i-th of `count` new sequences ends at the bumped value.
+        let _ = write!(
+            sql,
+            r#"{separator}((SELECT "value" FROM bump) - {}, $3, ${}, ${}, ${}, ${})"#,
+            count - 1 - i,
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4
+        );
+        let payload = event.payload_json();
+        values.extend([
+            event.kind.as_str().into(),
+            event.session_id.into(),
+            event.worker_id.into(),
+            payload.into(),
+        ]);
+    }
+    sql.push_str(
+        r#" RETURNING (SELECT "value" FROM bump) AS "last", pg_notify($2, (SELECT "value" FROM bump)::text)::text AS "notified""#,
+    );
+    txn.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await?
+    .ok_or_else(|| DbErr::RecordNotFound("counters.event_sequence".into()))?
+    .try_get("", "last")
 }
 
 /// Which stored events a reader wants.
