@@ -16,7 +16,10 @@
 //! * **Interactive** (stdin is a terminal): raw mode, initial size sent in `open`,
 //!   SIGWINCH → `resize`, and the [detach keys](crate::detach) are watched for.
 //! * **Piped** (stdin is not a terminal): stdin bytes are forwarded verbatim (no
-//!   detach keys, they could be data) and end of input detaches.
+//!   detach keys, they could be data). At end of input the output of what was
+//!   typed keeps coming until the worker has printed nothing for
+//!   [`QUIET_BEFORE_DETACH`] (or exits), then the client detaches: `printf 'make\n'
+//!   | corral attach s` shows what `make` printed, as `ssh host < script` would.
 //! * **Read-only** (`--read-only`): stdin is not read at all; Ctrl-C detaches (a
 //!   second Ctrl-C leaves without waiting for the server's answer).
 //!
@@ -57,6 +60,10 @@ pub const MAX_INPUT_FRAME: usize = 32 * 1024;
 const REQUEST_QUEUE: usize = 64;
 /// How long to wait for `detached` after sending `detach` before leaving anyway.
 const DETACH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Piped mode: after end of input, detach once the worker has printed nothing
+/// for this long.
+const QUIET_BEFORE_DETACH: Duration = Duration::from_millis(500);
 
 /// How this attach uses stdin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +206,8 @@ impl Attachment {
         let mut stdout = tokio::io::stdout();
         // Set once `detach` is sent: leave at this time even without an answer.
         let mut detach_deadline: Option<Instant> = None;
+        // Piped input ended: detach at this time, pushed back by every output.
+        let mut quiet_until: Option<Instant> = None;
 
         loop {
             tokio::select! {
@@ -214,6 +223,9 @@ impl Attachment {
                     };
                     match response.frame {
                         Some(Response::Output(output)) => {
+                            if quiet_until.is_some() {
+                                quiet_until = Some(Instant::now() + QUIET_BEFORE_DETACH);
+                            }
                             if let Some(last) = output.data.last() {
                                 stdout.write_all(&output.data).await?;
                                 stdout.flush().await?;
@@ -259,9 +271,9 @@ impl Attachment {
                             detach_deadline = Some(self.detach().await);
                         }
                         None => {
-                            // End of input.
+                            // End of input: let the output of what was typed come.
                             stdin = None;
-                            detach_deadline = Some(self.detach().await);
+                            quiet_until = Some(Instant::now() + QUIET_BEFORE_DETACH);
                         }
                     }
                 }
@@ -275,6 +287,10 @@ impl Attachment {
                         // A second Ctrl-C: do not wait for the server's answer.
                         return Ok(End::Detached);
                     }
+                    detach_deadline = Some(self.detach().await);
+                }
+                () = until(quiet_until), if quiet_until.is_some() && detach_deadline.is_none() => {
+                    quiet_until = None;
                     detach_deadline = Some(self.detach().await);
                 }
                 () = until(detach_deadline), if detach_deadline.is_some() => {

@@ -510,8 +510,9 @@ pub struct WorkerSignalArgs {
 #[command(after_help = "\
 When stdin is a terminal it is put in raw mode: every key goes to the worker, and the \
 detach keys (default ctrl-p,ctrl-q) leave without stopping it. When stdin is not a \
-terminal its bytes are forwarded as they are and end of input detaches. The exit code \
-is the worker's when it exits while attached, 0 after a detach.")]
+terminal its bytes are forwarded as they are; at end of input the output keeps coming \
+until the worker has been quiet for half a second, then the client detaches. The exit \
+code is the worker's when it exits while attached, 0 after a detach.")]
 pub struct AttachArgs {
     /// The session: display name, id, or `sessions/<name-or-id>`.
     #[arg(value_name = "SESSION", value_parser = clap::builder::NonEmptyStringValueParser::new())]

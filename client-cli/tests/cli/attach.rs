@@ -40,6 +40,27 @@ async fn piped_attach_forwards_stdin_and_detaches_at_end_of_input() {
     server.stop().await;
 }
 
+/// `printf 'cmd\n' | corral attach`: stdin ends before any output came back; the
+/// output of the command is shown all the same, then the client detaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_attach_shows_the_output_of_input_that_already_ended() {
+    let server = Server::start().await;
+    server.create("demo", &[]).await;
+    server.ok(&["session", "start", "demo"]).await;
+
+    let mut attach = server.spawn(&["attach", "demo", "--replay", "none"]);
+    attach
+        .write(b"sleep 0.1; echo late-from-pipe-$((6*7))\n")
+        .await;
+    let run = attach.finish().await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.stdout.contains("late-from-pipe-42"), "{run:#?}");
+    assert_eq!(run.stderr.trim(), "[detached]");
+    let shell = server.worker("demo", "shell").await.unwrap();
+    assert_eq!(shell.state(), pb::worker::State::Running);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_attach_leaves_on_ctrl_c() {
     let server = Server::start().await;
