@@ -341,13 +341,22 @@ async fn a_process_that_left_its_worker_is_reaped_at_the_next_start() {
     client.expect("escaped-42").await;
     drop(client);
     let tag = format!("CORRAL_SESSION_ID={}", session.id);
-    let escaped: Vec<procs::Stat> = procs::with_env(&tag)
-        .into_iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
-                .is_ok_and(|c| c.trim() == "sleep")
-        })
-        .collect();
+    let sleeping = || -> Vec<procs::Stat> {
+        procs::with_env(&tag)
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })
+            .collect()
+    };
+    // `setsid -f` returns before its child has run `sleep`: wait for the exec.
+    eventually("the escaped process runs sleep", || {
+        let found = sleeping();
+        async move { !found.is_empty() }
+    })
+    .await;
+    let escaped = sleeping();
     assert_eq!(escaped.len(), 1, "{escaped:?}");
     let escaped = escaped[0];
 
