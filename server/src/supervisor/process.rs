@@ -29,30 +29,101 @@ pub struct Member {
 }
 
 /// Every live process whose session id is `sid` (zombies included).
+///
+/// Reads `/proc/<pid>/stat` of every process on the machine: one `openat` +
+/// `read` + `close` per process, into a stack buffer, parsing only up to field 22.
+/// This runs at every stop (twice), so it does not go through `procfs`'s
+/// `Process`, which also opens each process's directory and parses all 52 fields
+/// into owned values.
 pub fn session_members(sid: i32) -> Vec<Member> {
-    let Ok(all) = procfs::process::all_processes() else {
+    use rustix::fd::AsFd;
+    use rustix::fs::{CWD, Dir, Mode, OFlags, openat};
+    let Ok(proc_dir) = openat(
+        CWD,
+        "/proc",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
         return Vec::new();
     };
-    all.filter_map(Result::ok)
-        .filter_map(|process| process.stat().ok())
-        .filter(|stat| stat.session == sid)
-        .map(|stat| Member {
-            pid: stat.pid,
-            pgid: stat.pgrp,
-            state: stat.state,
-            start_ticks: stat.starttime,
-        })
-        .collect()
+    let Ok(mut entries) = Dir::read_from(&proc_dir) else {
+        return Vec::new();
+    };
+    let mut buffer = [0u8; STAT_BUFFER];
+    let mut members = Vec::new();
+    while let Some(Ok(entry)) = entries.read() {
+        let Some(pid) = std::str::from_utf8(entry.file_name().to_bytes())
+            .ok()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let path = format!("{pid}/stat");
+        if let Some(stat) = read_stat(proc_dir.as_fd(), &path, pid, &mut buffer)
+            && stat.session == sid
+        {
+            members.push(stat.member);
+        }
+    }
+    members
 }
 
 /// The stat of one process, if it exists.
 pub fn member(pid: i32) -> Option<Member> {
-    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
-    Some(Member {
-        pid: stat.pid,
-        pgid: stat.pgrp,
-        state: stat.state,
-        start_ticks: stat.starttime,
+    let path = format!("/proc/{pid}/stat");
+    read_stat(rustix::fs::CWD, &path, pid, &mut [0u8; STAT_BUFFER]).map(|stat| stat.member)
+}
+
+/// Room for the fields [`parse_stat`] needs: they come within the first 22 fields
+/// (at most ~500 bytes with a 64-byte kernel-thread name); the rest of the line is
+/// not read.
+const STAT_BUFFER: usize = 1024;
+
+/// A process's [`Member`] fields and its session id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StatFields {
+    member: Member,
+    session: i32,
+}
+
+/// Reads the stat file of `pid` at `path` (relative to `dir`) into `buffer` and
+/// parses it; `None` when the process is gone (or unreadable).
+fn read_stat(
+    dir: rustix::fd::BorrowedFd<'_>,
+    path: &str,
+    pid: i32,
+    buffer: &mut [u8; STAT_BUFFER],
+) -> Option<StatFields> {
+    use rustix::fs::{Mode, OFlags, openat};
+    let file = openat(dir, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    // procfs fills a read of the stat file in one go, from offset 0.
+    let read = rustix::io::read(&file, &mut buffer[..]).ok()?;
+    parse_stat(pid, &buffer[..read])
+}
+
+/// Parses the start of a `/proc/<pid>/stat` line (proc(5)): `pid (comm) state ppid
+/// pgrp session … starttime …`. The comm may hold spaces and parentheses, so the
+/// fields are counted after the last `)`.
+fn parse_stat(pid: i32, line: &[u8]) -> Option<StatFields> {
+    let close = line.iter().rposition(|b| *b == b')')?;
+    let mut fields = line.get(close + 2..)?.split(|b| *b == b' ');
+    let number =
+        |field: Option<&[u8]>| -> Option<i64> { std::str::from_utf8(field?).ok()?.parse().ok() };
+    // Field 3 (state) is the first after the comm.
+    let state = *fields.next()?.first()? as char;
+    let _ppid = fields.next()?;
+    let pgid = i32::try_from(number(fields.next())?).ok()?;
+    let session = i32::try_from(number(fields.next())?).ok()?;
+    // Fields 7 to 21, then 22: starttime.
+    let start_ticks = u64::try_from(number(fields.nth(15))?).ok()?;
+    Some(StatFields {
+        member: Member {
+            pid,
+            pgid,
+            state,
+            start_ticks,
+        },
+        session,
     })
 }
 
@@ -488,5 +559,69 @@ mod tests {
         assert_eq!(info.pid, me);
         assert!(info.start_ticks > 0);
         assert!(boot_id().is_some_and(|id| id.len() >= 32));
+    }
+
+    #[test]
+    fn stat_lines_parse_whatever_the_comm_holds() {
+        // proc(5): pid (comm) state ppid pgrp session tty_nr tpgid flags minflt
+        // cminflt majflt cmajflt utime stime cutime cstime priority nice
+        // num_threads itrealvalue starttime vsize ...
+        let tail = "S 1 42 40 34816 42 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 ...";
+        for comm in ["sh", "a b", "x) S 9 9 9 (y", "(", ")", ""] {
+            let line = format!("123 ({comm}) {tail}");
+            let stat = parse_stat(123, line.as_bytes()).expect(&line);
+            assert_eq!(
+                stat,
+                StatFields {
+                    member: Member {
+                        pid: 123,
+                        pgid: 42,
+                        state: 'S',
+                        start_ticks: 987_654,
+                    },
+                    session: 40,
+                },
+                "{line}"
+            );
+        }
+        // Truncated or garbled lines are refused, not misread.
+        assert_eq!(parse_stat(1, b"1 (sh) S 1 42 40 0 0"), None);
+        assert_eq!(parse_stat(1, b"1 (sh S 1 42 40"), None);
+        assert_eq!(parse_stat(1, b""), None);
+    }
+
+    #[test]
+    fn the_direct_reader_agrees_with_procfs() {
+        let mut child = spawn_session();
+        let leader = child.id() as i32;
+        wait_until("both sleeps run", || {
+            session_members(leader)
+                .iter()
+                .filter(|m| comm(m.pid).as_deref() == Some("sleep"))
+                .count()
+                == 2
+        });
+        let expected: Vec<Member> = procfs::process::all_processes()
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|p| p.stat().ok())
+            .filter(|stat| stat.session == leader)
+            .map(|stat| Member {
+                pid: stat.pid,
+                pgid: stat.pgrp,
+                state: stat.state,
+                start_ticks: stat.starttime,
+            })
+            .collect();
+        let found = session_members(leader);
+        let pids = |members: &[Member]| members.iter().map(|m| m.pid).collect::<BTreeSet<_>>();
+        assert_eq!(pids(&found), pids(&expected));
+        for m in &found {
+            let e = expected.iter().find(|e| e.pid == m.pid).unwrap();
+            assert_eq!((m.pgid, m.start_ticks), (e.pgid, e.start_ticks));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        kill_all(leader);
     }
 }
