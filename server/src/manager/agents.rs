@@ -50,7 +50,7 @@ use uuid::Uuid;
 
 use super::Manager;
 use super::sessions::{parse_id, state_of};
-use super::workers::{child_env, worker_kind};
+use super::workers::child_env;
 use crate::agent::activity::{Activity, ActivityState, Evidence, RuleMatch, TurnSignal, combine};
 use crate::agent::profile::{Launch, Profile, Vars};
 use crate::agent::runtime::{Monitor, RunStatus};
@@ -1073,13 +1073,6 @@ impl Manager {
 
     /// A deleted session's checkpoints go with it.
     pub(super) async fn drop_checkpoints(&self, session_id: &str) -> Result<()> {
-        for worker in self.store.list_workers(session_id).await? {
-            if worker.kind == worker_kind::AGENT
-                && let Ok(id) = Uuid::try_parse(&worker.id)
-            {
-                self.agents.forget(id);
-            }
-        }
         self.store
             .delete_checkpoints(&CheckpointScope {
                 session_id,

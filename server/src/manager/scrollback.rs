@@ -68,13 +68,15 @@ impl Persisters {
     }
 
     /// Starts persisting run `generation` of the worker behind `handle`, after
-    /// the persister of its previous run (if any) is done.
+    /// the persister of its previous run (if any) is done. `stored_end`: one past
+    /// the last stored byte, when the caller has just read it (else it is read).
     pub fn start(
         self: &Arc<Self>,
         store: Store,
         clock: Arc<dyn Clock>,
         handle: WorkerHandle,
         generation: u64,
+        stored_end: Option<u64>,
     ) {
         let worker_id = handle.worker_id();
         let mut current = self
@@ -87,7 +89,14 @@ impl Persisters {
             if let Some(previous) = previous {
                 let _ = previous.await;
             }
-            persist_run(&store, clock.as_ref(), &handle, persisters.policy).await;
+            persist_run(
+                &store,
+                clock.as_ref(),
+                &handle,
+                persisters.policy,
+                stored_end,
+            )
+            .await;
             let mut current = persisters
                 .current
                 .lock()
@@ -118,15 +127,25 @@ impl Persisters {
     }
 }
 
-/// Persists one run of a worker until it ends.
-async fn persist_run(store: &Store, clock: &dyn Clock, handle: &WorkerHandle, policy: FlushPolicy) {
+/// Persists one run of a worker until it ends, from `stored_end` (read from the
+/// store when `None`).
+async fn persist_run(
+    store: &Store,
+    clock: &dyn Clock,
+    handle: &WorkerHandle,
+    policy: FlushPolicy,
+    stored_end: Option<u64>,
+) {
     let worker_id = handle.worker_id().to_string();
-    let from = match store.scrollback_end(&worker_id).await {
-        Ok(end) => end.unwrap_or(0),
-        Err(err) => {
-            tracing::warn!(%worker_id, %err, "reading the stored scrollback end; persisting what the ring holds");
-            0
-        }
+    let from = match stored_end {
+        Some(end) => end,
+        None => match store.scrollback_end(&worker_id).await {
+            Ok(end) => end.unwrap_or(0),
+            Err(err) => {
+                tracing::warn!(%worker_id, %err, "reading the stored scrollback end; persisting what the ring holds");
+                0
+            }
+        },
     };
     let Ok((mut subscription, _, _)) = handle.observe(ReplayFrom::Offset(from)) else {
         return;
@@ -266,27 +285,38 @@ pub fn contiguous_tail(chunks: Vec<scrollback_chunk::Model>) -> Option<(u64, Vec
 impl Manager {
     /// Gives a worker the supervisor does not know yet its stored scrollback, so
     /// it continues at the same offsets. Does nothing for a known worker or one
-    /// with nothing stored. Returns true when something was restored.
-    pub(super) async fn restore_scrollback(&self, model: &worker::Model) -> bool {
+    /// with nothing stored. Returns one past the last stored byte (0: nothing
+    /// stored) when it read the store, for [`persist_scrollback`](Self::persist_scrollback).
+    pub(super) async fn restore_scrollback(&self, model: &worker::Model) -> Option<u64> {
         let (Ok(session_id), Ok(worker_id)) = (
             Uuid::try_parse(&model.session_id),
             Uuid::try_parse(&model.id),
         ) else {
-            return false;
+            return None;
         };
         if self.supervisor.handle(worker_id).is_some() {
-            return false;
+            return None;
+        }
+        let end = match self.store.scrollback_end(&model.id).await {
+            Ok(end) => end.unwrap_or(0),
+            Err(err) => {
+                tracing::warn!(worker_id = %model.id, %err, "reading the stored scrollback end");
+                return None;
+            }
+        };
+        if end == 0 {
+            return Some(0);
         }
         let capacity = self.supervisor.config().scrollback_bytes;
-        let chunks = match self.store.load_scrollback(&model.id, capacity).await {
+        let chunks = match self.store.load_scrollback(&model.id, end, capacity).await {
             Ok(chunks) => chunks,
             Err(err) => {
                 tracing::warn!(worker_id = %model.id, %err, "loading stored scrollback");
-                return false;
+                return None;
             }
         };
         let Some((start, parts)) = contiguous_tail(chunks) else {
-            return false;
+            return Some(end);
         };
         let size = WindowSize {
             rows: u16::try_from(model.rows).unwrap_or(24),
@@ -298,17 +328,19 @@ impl Manager {
         if restored {
             tracing::info!(worker_id = %model.id, start, "scrollback restored from storage");
         }
-        restored
+        Some(end)
     }
 
-    /// Starts persisting the current run of a worker that was just started.
-    pub(super) fn persist_scrollback(&self, handle: &WorkerHandle) {
+    /// Starts persisting the current run of a worker that was just started;
+    /// `stored_end` as [`restore_scrollback`](Self::restore_scrollback) returned it.
+    pub(super) fn persist_scrollback(&self, handle: &WorkerHandle, stored_end: Option<u64>) {
         let generation = handle.run().generation;
         self.persisters.start(
             self.store.clone(),
             self.clock.clone(),
             handle.clone(),
             generation,
+            stored_end,
         );
     }
 }

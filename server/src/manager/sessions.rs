@@ -504,6 +504,20 @@ impl Manager {
             .await
     }
 
+    /// [`automatic`](Self::automatic) from `row`, the session as the caller last
+    /// wrote it: tried first without reading it again (read again only after a
+    /// lost race).
+    pub(super) async fn automatic_from(
+        &self,
+        row: SessionRow,
+        event: Event,
+        reason: &str,
+    ) -> Result<Option<SessionRow>> {
+        let id = row.model.id.clone();
+        self.automatic_with(&id, Some(row), event, reason, self.now(), |_| true)
+            .await
+    }
+
     /// [`automatic`](Self::automatic) at time `now`, and only while `applies` holds
     /// for the row as read (checked again after every lost race, so a condition
     /// such as "stopped longer than the window" is true of the row that is written).
@@ -515,17 +529,36 @@ impl Manager {
         now: i64,
         applies: impl Fn(&SessionRow) -> bool,
     ) -> Result<Option<SessionRow>> {
+        self.automatic_with(id, None, event, reason, now, applies)
+            .await
+    }
+
+    async fn automatic_with(
+        &self,
+        id: &str,
+        mut known: Option<SessionRow>,
+        event: Event,
+        reason: &str,
+        now: i64,
+        applies: impl Fn(&SessionRow) -> bool,
+    ) -> Result<Option<SessionRow>> {
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let Some(row) = self.store.get_session(id).await? else {
-                return Ok(None);
+            let (row, stored) = match known.take() {
+                Some(row) => (row, false),
+                None => match self.store.get_session(id).await? {
+                    Some(row) => (row, true),
+                    None => return Ok(None),
+                },
             };
             let from = state_of(&row)?;
-            let Some(to) = on_event(from, event) else {
-                return Ok(None);
+            let to = on_event(from, event).filter(|_| applies(&row));
+            let Some(to) = to else {
+                if stored {
+                    return Ok(None);
+                }
+                // The caller's copy may be stale: decide on the stored row.
+                continue;
             };
-            if !applies(&row) {
-                return Ok(None);
-            }
             let mut new = row.clone();
             let stored = lifecycle::apply(
                 &mut new.model,
@@ -567,7 +600,8 @@ impl Manager {
         let (_, row) = self.act(session, Action::Stop, etag, |_, _| Ok(())).await?;
         let grace = grace.unwrap_or(self.settings.stop_grace);
         self.stop_workers(&row.model.id, grace).await?;
-        let row = self.load(&Ref::Id(parse_id(&row.model.id)?)).await?;
+        // The session as this call left it (stopping its workers writes only their
+        // rows), with the workers as they ended.
         self.view(row).await
     }
 
@@ -589,10 +623,9 @@ impl Manager {
         let (_, row) = self
             .act(session, Action::Delete, etag, |_, _| Ok(()))
             .await?;
-        self.drop_checkpoints(&row.model.id).await?;
-        self.forget_workers(&row.model.id).await?;
+        let workers = self.forget_workers(&row.model.id).await?;
         let row = self.retire_worktree(row, delete_branch).await?;
-        self.view(row).await
+        Ok(self.view_with(row, workers))
     }
 }
 

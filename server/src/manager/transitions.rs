@@ -4,11 +4,12 @@
 use uuid::Uuid;
 
 use super::sessions::within_resume_window;
-use super::workers::worker_state;
+use super::workers::{worker_kind, worker_state};
 use super::{Manager, SessionView};
 use crate::domain::names::Ref;
 use crate::domain::state::{Action, Event, State};
 use crate::error::{Error, Result};
+use crate::store::entities::worker;
 
 impl Manager {
     /// Runs a lifecycle action and what it implies for the processes; returns the
@@ -41,22 +42,28 @@ impl Manager {
             }
             Action::Discard => {
                 let (_, row) = self.act(session, action, etag, |_, _| Ok(())).await?;
-                self.drop_checkpoints(&row.model.id).await?;
-                self.forget_workers(&row.model.id).await?;
+                let workers = self.forget_workers(&row.model.id).await?;
                 let row = self.retire_worktree(row, false).await?;
-                self.view(row).await
+                Ok(self.view_with(row, workers))
             }
         }
     }
 
-    /// Drops the supervisor's state (scrollback) of every worker of a session.
-    pub(super) async fn forget_workers(&self, session_id: &str) -> Result<()> {
-        for worker in self.store.list_workers(session_id).await? {
+    /// For a session that is gone (DELETED, discarded): drops the supervisor's
+    /// state (scrollback) and the agent runtime's of every worker, and the stored
+    /// checkpoints. Returns the workers (read once, for the response).
+    pub(super) async fn forget_workers(&self, session_id: &str) -> Result<Vec<worker::Model>> {
+        let workers = self.store.list_workers(session_id).await?;
+        for worker in &workers {
             if let Ok(id) = Uuid::try_parse(&worker.id) {
                 self.supervisor.forget(id);
+                if worker.kind == worker_kind::AGENT {
+                    self.agents.forget(id);
+                }
             }
         }
-        Ok(())
+        self.drop_checkpoints(session_id).await?;
+        Ok(workers)
     }
 
     /// ACTIVE → PAUSED: SIGSTOP to every process of every worker.
@@ -154,7 +161,6 @@ impl Manager {
             .automatic(session_id, Event::RetriesExhausted, &why)
             .await?
         {
-            self.drop_checkpoints(session_id).await?;
             self.forget_workers(session_id).await?;
             self.retire_worktree(row, false).await?;
         }

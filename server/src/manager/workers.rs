@@ -583,32 +583,41 @@ impl Manager {
             )
         });
         // A worker that cannot start fails the session (spawn_all records why).
+        let id = row.model.id.clone();
         if self.spawn_all(&row, &workers, &separator).await? {
-            if self
-                .automatic(&row.model.id, Event::Ready, ready_reason)
-                .await?
-                .is_none()
-            {
-                // Another transition won (a concurrent stop): end what we started.
-                let current = self.store.get_session(&row.model.id).await?;
-                if current
-                    .as_ref()
-                    .and_then(|r| State::parse(&r.model.state))
-                    .is_some_and(|s| !s.is_running())
-                {
-                    self.stop_workers(&row.model.id, self.settings.stop_grace)
-                        .await?;
+            match self.automatic_from(row, Event::Ready, ready_reason).await? {
+                None => {
+                    // Another transition won (a concurrent stop): end what we started.
+                    let current = self.store.get_session(&id).await?;
+                    if current
+                        .as_ref()
+                        .and_then(|r| State::parse(&r.model.state))
+                        .is_some_and(|s| !s.is_running())
+                    {
+                        self.stop_workers(&id, self.settings.stop_grace).await?;
+                    }
                 }
-            } else {
-                // Workers that ended before the session became ACTIVE were not counted.
-                self.stop_if_all_exited(&row.model.id).await?;
+                Some(active) => {
+                    // Workers that ended before the session became ACTIVE were not
+                    // counted. (The workers just started are checked first, without
+                    // reading them again: while one of them runs, nothing is to do.)
+                    if !self.any_running(&workers) {
+                        self.stop_if_all_exited(&id).await?;
+                    }
+                    if !self.any_running(&workers) {
+                        // It may have just stopped: show what is stored.
+                        let row = self.store.get_session(&id).await?.unwrap_or(active);
+                        return self.view(row).await;
+                    }
+                    return self.view(active).await;
+                }
             }
         }
         let row = self
             .store
-            .get_session(&row.model.id)
+            .get_session(&id)
             .await?
-            .ok_or_else(|| Error::session_not_found(format!("sessions/{}", row.model.id)))?;
+            .ok_or_else(|| Error::session_not_found(format!("sessions/{id}")))?;
         self.view(row).await
     }
 
@@ -701,7 +710,7 @@ impl Manager {
         let session_id = parse_id(&row.model.id).map_err(|e| e.to_string())?;
         let worker_id = parse_id(&model.id).map_err(|e| e.to_string())?;
         // After a server restart the worker continues its stored scrollback.
-        self.restore_scrollback(model).await;
+        let stored_end = self.restore_scrollback(model).await;
         let size = self
             .supervisor
             .handle(worker_id)
@@ -739,7 +748,7 @@ impl Manager {
         };
         match started {
             Ok(handle) => {
-                self.persist_scrollback(&handle);
+                self.persist_scrollback(&handle, stored_end);
                 let pid = handle.pid();
                 let mut new = model.clone();
                 new.state = worker_state::RUNNING.into();
@@ -869,6 +878,23 @@ impl Manager {
         stopped: bool,
     ) -> Result<bool> {
         let worker_id = parse_id(&model.id)?;
+        Ok(self
+            .record_exit_of(&model.session_id, worker_id, generation, exit, stopped)
+            .await?
+            .is_some())
+    }
+
+    /// [`record_exit`](Self::record_exit) by id: the row is read once, after the
+    /// exit is known not to be recorded yet. Returns the row as it was before
+    /// (`None`: recorded already, or the worker is gone).
+    async fn record_exit_of(
+        &self,
+        session_id: &str,
+        worker_id: Uuid,
+        generation: u64,
+        exit: &ExitInfo,
+        stopped: bool,
+    ) -> Result<Option<worker::Model>> {
         let slot = self
             .recorded_exits
             .lock()
@@ -880,10 +906,16 @@ impl Manager {
         // the exit recorded in the store (a stopper reads the row right after).
         let mut last = slot.lock().await;
         if *last >= generation {
-            return Ok(false);
+            return Ok(None);
         }
-        // Read the row again: the caller's copy may predate the start of this run.
-        let current = self.reload_worker(model).await?;
+        // Read the row now: a caller's copy may predate the start of this run.
+        let Some(current) = self
+            .store
+            .find_worker(session_id, &Ref::Id(worker_id))
+            .await?
+        else {
+            return Ok(None);
+        };
         let mut new = current.clone();
         let failure = (!stopped).then(|| exit_failure(&current, exit)).flatten();
         new.state = if failure.is_some() {
@@ -908,8 +940,8 @@ impl Manager {
         }
         let event = NewEvent::worker(
             EventKind::WorkerExited,
-            &model.session_id,
-            &model.id,
+            &current.session_id,
+            &current.id,
             EventPayload {
                 exit_code: exit.code,
                 exit_signal: exit.signal_name().unwrap_or_default(),
@@ -924,7 +956,7 @@ impl Manager {
         if current.kind == worker_kind::AGENT {
             self.agent_run_ended(&new, generation, exit, stopped).await;
         }
-        Ok(true)
+        Ok(Some(current))
     }
 
     /// An exit reported by the supervisor: record it, then let the session react
@@ -939,13 +971,18 @@ impl Manager {
         stopped: bool,
     ) -> Result<()> {
         let Some(model) = self
-            .store
-            .find_worker(&session_id.to_string(), &Ref::Id(worker_id))
+            .record_exit_of(
+                &session_id.to_string(),
+                worker_id,
+                generation,
+                exit,
+                stopped,
+            )
             .await?
         else {
             return Ok(());
         };
-        if !self.record_exit(&model, generation, exit, stopped).await? || stopped {
+        if stopped {
             return Ok(());
         }
         // An agent that crashed is restarted from its checkpoint first
@@ -962,17 +999,21 @@ impl Manager {
         self.stop_if_all_exited(&model.session_id).await
     }
 
-    /// An ACTIVE session none of whose workers runs any more (they exited on their
-    /// own, or were removed) becomes STOPPED.
-    pub(super) async fn stop_if_all_exited(&self, session_id: &str) -> Result<()> {
-        let workers = self.store.list_workers(session_id).await?;
-        let any_running = workers.iter().any(|w| {
+    /// Whether the supervisor runs a process for any of `workers`.
+    fn any_running(&self, workers: &[worker::Model]) -> bool {
+        workers.iter().any(|w| {
             Uuid::try_parse(&w.id)
                 .ok()
                 .and_then(|id| self.supervisor.handle(id))
                 .is_some_and(|h| h.is_running())
-        });
-        if !any_running {
+        })
+    }
+
+    /// An ACTIVE session none of whose workers runs any more (they exited on their
+    /// own, or were removed) becomes STOPPED.
+    pub(super) async fn stop_if_all_exited(&self, session_id: &str) -> Result<()> {
+        let workers = self.store.list_workers(session_id).await?;
+        if !self.any_running(&workers) {
             let reason = if workers.is_empty() {
                 "the session has no worker left"
             } else {

@@ -38,12 +38,12 @@ impl Store {
             data: Set(data),
             write_time: Set(now),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await?;
         scrollback_chunk::Entity::delete_many()
             .filter(scrollback_chunk::Column::WorkerId.eq(worker_id))
             .filter(scrollback_chunk::Column::EndOffset.lte(keep_from))
-            .exec(&txn)
+            .exec(&*txn)
             .await?;
         txn.commit().await?;
         Ok(())
@@ -63,16 +63,14 @@ impl Store {
         Ok(end.and_then(|e| u64::try_from(e).ok()))
     }
 
-    /// The stored chunks of a worker that hold any of its last `capacity` bytes,
-    /// oldest first.
+    /// The stored chunks of a worker that hold any of its last `capacity` bytes
+    /// before `end` (its [`scrollback_end`](Self::scrollback_end)), oldest first.
     pub async fn load_scrollback(
         &self,
         worker_id: &str,
+        end: u64,
         capacity: usize,
     ) -> Result<Vec<scrollback_chunk::Model>> {
-        let Some(end) = self.scrollback_end(worker_id).await? else {
-            return Ok(Vec::new());
-        };
         let from = end.saturating_sub(capacity as u64);
         Ok(scrollback_chunk::Entity::find()
             .filter(scrollback_chunk::Column::WorkerId.eq(worker_id))
