@@ -150,12 +150,12 @@ impl Store {
             .column_as(checkpoint::Column::Version.max(), "max")
             .filter(checkpoint::Column::WorkerId.eq(row.worker_id.as_str()))
             .into_tuple::<Option<i64>>()
-            .one(&txn)
+            .one(&*txn)
             .await?
             .flatten();
         row.version = last.unwrap_or(0) + 1;
         checkpoint::Entity::insert(row.clone().into_active_model())
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await?;
         let event = NewEvent::worker(
             EventKind::CheckpointSaved,
@@ -168,7 +168,7 @@ impl Store {
                 ..Default::default()
             },
         );
-        let last = events::append(&txn, row.create_time, vec![event]).await?;
+        let last = events::append(&*txn, row.create_time, vec![event]).await?;
         txn.commit().await?;
         self.announce(last);
         Ok(row)
@@ -278,6 +278,7 @@ impl Store {
 
     /// Deletes one checkpoint; false when it did not exist.
     pub async fn delete_checkpoint(&self, id: &str) -> Result<bool> {
+        let _gate = self.write_gate().await;
         let deleted = checkpoint::Entity::delete_many()
             .filter(checkpoint::Column::Id.eq(id))
             .exec(&self.db)
@@ -292,6 +293,7 @@ impl Store {
         if let Some(worker_id) = scope.worker_id {
             query = query.filter(checkpoint::Column::WorkerId.eq(worker_id));
         }
+        let _gate = self.write_gate().await;
         Ok(query.exec(&self.db).await?.rows_affected)
     }
 
@@ -312,6 +314,7 @@ impl Store {
                     .add(Expr::col(Alias::new("session_id")).in_subquery(deleted_sessions)),
             )
             .to_owned();
+        let _gate = self.write_gate().await;
         Ok(self.db.execute(&statement).await?.rows_affected())
     }
 }

@@ -378,10 +378,12 @@ impl Store {
         let mut from = self.oldest_event().await?.unwrap_or(cutoff);
         while from <= cutoff {
             let upto = std::cmp::min(from.saturating_add(PURGE_BATCH - 1), cutoff);
+            let gate = self.write_gate().await;
             let result = event::Entity::delete_many()
                 .filter(event::Column::Sequence.lte(upto))
                 .exec(&self.db)
                 .await?;
+            drop(gate);
             deleted += result.rows_affected;
             from = upto + 1;
         }

@@ -192,7 +192,7 @@ impl Store {
                 .filter(message::Column::SessionId.eq(session_id))
                 .filter(message::Column::SourceKey.is_in(batch.iter().cloned()))
                 .into_tuple()
-                .all(&txn)
+                .all(&*txn)
                 .await?;
             existing.extend(found);
         }
@@ -205,7 +205,7 @@ impl Store {
                 .filter(message::Column::Origin.eq(origin::SEND_MESSAGE))
                 .filter(message::Column::SourceKey.starts_with(SEND_KEY_PREFIX))
                 .order_by_asc(message::Column::Sequence)
-                .all(&txn)
+                .all(&*txn)
                 .await?
         } else {
             Vec::new()
@@ -215,7 +215,7 @@ impl Store {
             .column_as(message::Column::Sequence.max(), "max")
             .filter(message::Column::SessionId.eq(session_id))
             .into_tuple::<Option<i64>>()
-            .one(&txn)
+            .one(&*txn)
             .await?
             .flatten();
         let mut sequence = last.unwrap_or(0);
@@ -236,7 +236,7 @@ impl Store {
                             Expr::value(message.source_key.clone()),
                         )
                         .filter(message::Column::Id.eq(sent.id))
-                        .exec(&txn)
+                        .exec(&*txn)
                         .await?;
                     continue;
                 }
@@ -259,7 +259,7 @@ impl Store {
         for row in &rows {
             let mut active = row.clone().into_active_model();
             active.not_set(message::Column::Id);
-            let result = message::Entity::insert(active).exec(&txn).await?;
+            let result = message::Entity::insert(active).exec(&*txn).await?;
             let mut row = row.clone();
             row.id = result.last_insert_id;
             inserted.push(row);
@@ -295,7 +295,7 @@ impl Store {
         let txn = self.begin_write().await?;
         let deleted = message::Entity::delete_many()
             .filter(message::Column::Id.eq(row.id))
-            .exec(&txn)
+            .exec(&*txn)
             .await?;
         if deleted.rows_affected > 0 {
             let role = |name: &str| i64::from(row.role == name);

@@ -132,6 +132,43 @@ pub struct Store {
     url: String,
     /// The highest event sequence known committed (see [`Store::committed_events`]).
     committed: Arc<tokio::sync::watch::Sender<i64>>,
+    /// SQLite only: taken by every write, in arrival order (see [`WriteTxn`]).
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction. On SQLite it also holds the store's write gate until it
+/// ends: SQLite lets one writer in at a time, and a connection that finds the write
+/// lock taken waits in SQLite's busy handler, which *sleeps* 1, 2, 5, 10 … 100 ms
+/// between tries (`sqliteDefaultBusyCallback`) whether or not the lock was freed
+/// meanwhile. With 8 clients writing, those sleeps doubled the mean time of every
+/// call (`corral-bench lifecycle`; see BENCHMARKS.md). Behind the gate, writers of
+/// this server queue in a FIFO `tokio::sync::Mutex` and each starts the moment the
+/// previous one committed; the busy handler is left for other processes sharing the
+/// file.
+pub(crate) struct WriteTxn {
+    // Field order is drop order: the transaction (rolled back if not committed)
+    // before the gate.
+    txn: sea_orm::DatabaseTransaction,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = sea_orm::DatabaseTransaction;
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}
+
+impl WriteTxn {
+    /// Commits, then opens the gate.
+    pub(crate) async fn commit(self) -> std::result::Result<(), DbErr> {
+        self.txn.commit().await
+    }
+
+    /// Rolls back, then opens the gate.
+    pub(crate) async fn rollback(self) -> std::result::Result<(), DbErr> {
+        self.txn.rollback().await
+    }
 }
 
 impl Store {
@@ -165,6 +202,9 @@ impl Store {
             page_tokens: PageTokens::new(key),
             url: url.to_owned(),
             committed: Arc::new(tokio::sync::watch::Sender::new(0)),
+            write_gate: url
+                .starts_with("sqlite:")
+                .then(|| Arc::new(tokio::sync::Mutex::new(()))),
         };
         let head = store.event_head().await?;
         store.announce(head);
@@ -195,15 +235,28 @@ impl Store {
         &self.page_tokens
     }
 
-    /// Begins a write transaction (`BEGIN IMMEDIATE` on SQLite).
-    async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction> {
-        Ok(self
+    /// Begins a write transaction (`BEGIN IMMEDIATE` on SQLite, behind the write
+    /// gate: see [`WriteTxn`]).
+    async fn begin_write(&self) -> Result<WriteTxn> {
+        let gate = self.write_gate().await;
+        let txn = self
             .db
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
             })
-            .await?)
+            .await?;
+        Ok(WriteTxn { txn, _gate: gate })
+    }
+
+    /// On SQLite, waits for this server's turn to write (see [`WriteTxn`]); hold
+    /// the guard over a write outside [`begin_write`](Self::begin_write). `None` on
+    /// PostgreSQL, whose writers do not exclude each other.
+    async fn write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.write_gate {
+            Some(gate) => Some(Arc::clone(gate).lock_owned().await),
+            None => None,
+        }
     }
 
     /// Inserts a new session with its labels and workers, and its events.
@@ -235,12 +288,12 @@ impl Store {
     ) -> Result<()> {
         let txn = self.begin_write().await?;
         let inserted = session::Entity::insert(row.model.clone().into_active_model())
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await;
         if let Err(err) = inserted {
             return Err(unique_violation(err, "session", &row.model.display_name));
         }
-        insert_labels(&txn, &row.model.id, &row.labels).await?;
+        insert_labels(&*txn, &row.model.id, &row.labels).await?;
         if !workers.is_empty() {
             worker::Entity::insert_many(
                 workers
@@ -248,13 +301,13 @@ impl Store {
                     .cloned()
                     .map(IntoActiveModel::into_active_model),
             )
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await?;
         }
-        let last = events::append(&txn, row.model.create_time, events).await?;
+        let last = events::append(&*txn, row.model.create_time, events).await?;
         let live = || session::Entity::find().filter(session::Column::DeleteTime.is_null());
         if let Some(max) = limits.max_total {
-            let count = live().count(&txn).await?;
+            let count = live().count(&*txn).await?;
             if count > max {
                 txn.rollback().await?;
                 return Err(Error::ResourceExhausted {
@@ -267,7 +320,7 @@ impl Store {
         if let Some(max) = limits.max_per_creator {
             let count = live()
                 .filter(session::Column::Creator.eq(row.model.creator.as_str()))
-                .count(&txn)
+                .count(&*txn)
                 .await?;
             if count > max {
                 txn.rollback().await?;
@@ -442,7 +495,7 @@ impl Store {
             .set(changes)
             .filter(session::Column::Id.eq(old.model.id.as_str()))
             .filter(session::Column::Version.eq(old.model.version))
-            .exec(&txn)
+            .exec(&*txn)
             .await;
         let updated = match updated {
             Ok(result) => result,
@@ -455,11 +508,11 @@ impl Store {
         if old.labels != next.labels {
             session_label::Entity::delete_many()
                 .filter(session_label::Column::SessionId.eq(old.model.id.as_str()))
-                .exec(&txn)
+                .exec(&*txn)
                 .await?;
-            insert_labels(&txn, &old.model.id, &next.labels).await?;
+            insert_labels(&*txn, &old.model.id, &next.labels).await?;
         }
-        let last = events::append(&txn, next.model.update_time, events).await?;
+        let last = events::append(&*txn, next.model.update_time, events).await?;
         txn.commit().await?;
         self.announce(last);
         Ok(Write::Done(next))
@@ -527,12 +580,12 @@ impl Store {
     pub async fn insert_worker(&self, model: &worker::Model, events: Vec<NewEvent>) -> Result<()> {
         let txn = self.begin_write().await?;
         if let Err(err) = worker::Entity::insert(model.clone().into_active_model())
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await
         {
             return Err(unique_violation(err, "worker", &model.display_name));
         }
-        let last = events::append(&txn, model.create_time, events).await?;
+        let last = events::append(&*txn, model.create_time, events).await?;
         txn.commit().await?;
         self.announce(last);
         Ok(())
@@ -564,10 +617,10 @@ impl Store {
             worker::Entity::update_many()
                 .set(changes)
                 .filter(worker::Column::Id.eq(old.id.as_str()))
-                .exec(&txn)
+                .exec(&*txn)
                 .await?;
         }
-        let last = events::append(&txn, now, events).await?;
+        let last = events::append(&*txn, now, events).await?;
         txn.commit().await?;
         self.announce(last);
         Ok(())
@@ -583,9 +636,9 @@ impl Store {
         let txn = self.begin_write().await?;
         worker::Entity::delete_many()
             .filter(worker::Column::Id.eq(worker_id))
-            .exec(&txn)
+            .exec(&*txn)
             .await?;
-        let last = events::append(&txn, now, events).await?;
+        let last = events::append(&*txn, now, events).await?;
         txn.commit().await?;
         self.announce(last);
         Ok(())

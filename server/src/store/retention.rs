@@ -75,14 +75,14 @@ impl Store {
             .filter(session::Column::Id.eq(id))
             .filter(session::Column::State.eq(State::Deleted.as_str()))
             .filter(session::Column::PurgeTime.lte(now))
-            .exec(&txn)
+            .exec(&*txn)
             .await?;
         if deleted.rows_affected == 0 {
             txn.rollback().await?;
             return Ok(false);
         }
         let last = events::append(
-            &txn,
+            &*txn,
             now,
             vec![NewEvent::session(
                 EventKind::SessionPurged,

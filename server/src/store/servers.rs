@@ -13,6 +13,7 @@ use crate::error::Result;
 impl Store {
     /// Records the start of a server process.
     pub async fn register_server(&self, model: &server::Model) -> Result<()> {
+        let _gate = self.write_gate().await;
         server::Entity::insert(model.clone().into_active_model())
             .exec_without_returning(&self.db)
             .await?;
@@ -21,6 +22,7 @@ impl Store {
 
     /// Records a clean shutdown of server `id` at `now`.
     pub async fn mark_server_stopped(&self, id: &str, now: Micros) -> Result<()> {
+        let _gate = self.write_gate().await;
         server::Entity::update_many()
             .set(server::ActiveModel {
                 stop_time: Set(Some(now)),
