@@ -18,8 +18,27 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 pub struct LifecycleRun {
     /// Cycles per second of wall time.
     pub rate: f64,
-    /// Median time of each call (create, start, stop, delete), in seconds.
-    pub steps: [f64; 4],
+    /// Median, mean and longest time of each call (create, start, stop,
+    /// delete), in seconds: a mean far above the median means a tail of slow calls.
+    pub steps: [StepTimes; 4],
+}
+
+/// The times of one kind of call, in seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepTimes {
+    pub median: f64,
+    pub mean: f64,
+    pub max: f64,
+}
+
+impl StepTimes {
+    fn of(times: &[f64]) -> Self {
+        StepTimes {
+            median: median(times).unwrap_or(0.0),
+            mean: times.iter().sum::<f64>() / times.len().max(1) as f64,
+            max: times.iter().copied().fold(0.0, f64::max),
+        }
+    }
 }
 
 /// One repetition against `server` (the bench's own server, or one on
@@ -69,6 +88,6 @@ pub async fn corral(bench: &Bench, server: &Corrald) -> Result<LifecycleRun> {
     let rate = (total / 4) as f64 / start.elapsed().as_secs_f64();
     Ok(LifecycleRun {
         rate,
-        steps: steps.map(|s| median(&s).unwrap_or(0.0)),
+        steps: steps.map(|s| StepTimes::of(&s)),
     })
 }

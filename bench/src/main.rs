@@ -665,15 +665,21 @@ async fn run_lifecycle(
     Ok(rows)
 }
 
-/// The median time of each call of a lifecycle cycle, over the repetitions.
-fn step_note(steps: &[[f64; 4]]) -> String {
+/// The time of each call of a lifecycle cycle: the medians over the repetitions
+/// of each repetition's median, mean and longest call.
+fn step_note(steps: &[[lifecycle::StepTimes; 4]]) -> String {
     let names = ["create", "start", "stop", "delete"];
+    let ms = |values: Vec<f64>| median(&values).unwrap_or(0.0) * 1e3;
     let parts: Vec<String> = names
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let times: Vec<f64> = steps.iter().map(|s| s[i]).collect();
-            format!("{name} {:.1} ms", median(&times).unwrap_or(0.0) * 1e3)
+            format!(
+                "{name} {:.1} ms (mean {:.1}, max {:.0})",
+                ms(steps.iter().map(|s| s[i].median).collect()),
+                ms(steps.iter().map(|s| s[i].mean).collect()),
+                ms(steps.iter().map(|s| s[i].max).collect()),
+            )
         })
         .collect();
     format!("median call times: {}", parts.join(", "))
