@@ -185,6 +185,11 @@ impl Store {
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30));
         if url.starts_with("sqlite:") {
+            // No ping before handing out a pooled connection: a SQLite connection
+            // is a file handle that cannot drop, and sqlx's ping is one more
+            // round trip to the connection's thread before every statement outside
+            // a transaction and every BEGIN.
+            options.test_before_acquire(false);
             options.max_connections(8).map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
@@ -192,7 +197,11 @@ impl Store {
                     .foreign_keys(true)
             });
         } else {
-            options.max_connections(16);
+            // Ping only connections idle long enough to have been dropped (server
+            // restart, proxy, firewall), not one round trip before every checkout.
+            options
+                .max_connections(16)
+                .test_before_acquire_if_idle_for(Duration::from_secs(30));
         }
         let db = Database::connect(options).await?;
         migrate(&db).await?;
