@@ -276,3 +276,58 @@ async fn fifty_racing_rpcs_on_one_session() {
     );
     server.stop().await;
 }
+
+/// Concurrent writers appending one event (SQLite: one statement, the counter
+/// raised by a trigger) and several at once (the counter bumped first) share one
+/// gapless sequence, and the head the feed reads is its last value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn single_and_batched_event_appends_share_one_gapless_sequence() {
+    let (store, db, _dir) = store().await;
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let created = row(&format!("seq-{i}"), 1);
+            let id = created.model.id.clone();
+            let event =
+                |kind| corral_server::store::NewEvent::session(kind, &id, Default::default());
+            // Two events in one append.
+            store
+                .create_session(
+                    &created,
+                    &[],
+                    vec![
+                        event(EventKind::SessionCreated),
+                        event(EventKind::SessionUpdated),
+                    ],
+                )
+                .await
+                .unwrap();
+            // Then one at a time.
+            let mut current = created.clone();
+            for (step, action) in [Action::Start, Action::Stop, Action::Delete]
+                .into_iter()
+                .enumerate()
+            {
+                let (new, event) = next(&current, action, 10 + step as i64);
+                match store
+                    .write_session(&current, &new, vec![event])
+                    .await
+                    .unwrap()
+                {
+                    Write::Done(written) => current = written,
+                    Write::Conflict => panic!("nobody else writes this session"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = store.events_after(0, None, 1000).await.unwrap();
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=16 * 5).collect::<Vec<i64>>());
+    assert_eq!(store.event_head().await.unwrap(), 16 * 5);
+    db.drop_database().await;
+}

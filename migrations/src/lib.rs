@@ -16,6 +16,7 @@ mod m20261121_000012_worker_activity;
 mod m20261121_000020_scrollback_chunks;
 mod m20261121_000021_servers;
 mod m20261121_000022_events_time;
+mod m20261121_000023_events_sequence_trigger;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000020_scrollback_chunks::Migration),
             Box::new(m20261121_000021_servers::Migration),
             Box::new(m20261121_000022_events_time::Migration),
+            Box::new(m20261121_000023_events_sequence_trigger::Migration),
         ]
     }
 }

@@ -188,6 +188,9 @@ pub(crate) async fn append<C: ConnectionTrait>(
     if txn.get_database_backend() == DbBackend::Postgres {
         return append_postgres(txn, now, events).await;
     }
+    if let [event] = events.as_slice() {
+        return append_one_sqlite(txn, now, event).await;
+    }
     let bump = Query::update()
         .table("counters")
         .value("value", Expr::col("value").add(count))
@@ -213,6 +216,33 @@ pub(crate) async fn append<C: ConnectionTrait>(
         });
     event::Entity::insert_many(rows).exec(txn).await?;
     Ok(last)
+}
+
+/// [`append`] of one event on SQLite, in one statement: the sequence is the
+/// counter's value plus one, and the trigger `events_sequence_counter` (migration
+/// `m20261121_000023`) raises the counter to it. The caller's write transaction
+/// holds SQLite's write lock, so no other writer reads the counter in between.
+async fn append_one_sqlite<C: ConnectionTrait>(
+    txn: &C,
+    now: Micros,
+    event: &NewEvent,
+) -> Result<i64, DbErr> {
+    let sql = r#"INSERT INTO "events" ("sequence", "time", "type", "session_id", "worker_id", "payload") VALUES ((SELECT "value" FROM "counters" WHERE "name" = 'event_sequence') + 1, ?, ?, ?, ?, ?) RETURNING "sequence""#;
+    let values: Vec<sea_orm::Value> = vec![
+        now.into(),
+        event.kind.as_str().into(),
+        event.session_id.clone().into(),
+        event.worker_id.clone().into(),
+        event.payload_json().into(),
+    ];
+    txn.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        sql,
+        values,
+    ))
+    .await?
+    .ok_or_else(|| DbErr::RecordNotFound("counters.event_sequence".into()))?
+    .try_get("", "sequence")
 }
 
 /// [`append`] on PostgreSQL, in one statement: the counter's bump, the rows and

@@ -30,16 +30,22 @@ impl Store {
         let start = i64::try_from(start).unwrap_or(i64::MAX);
         let end = start.saturating_add(i64::try_from(data.len()).unwrap_or(i64::MAX));
         let keep_from = i64::try_from(keep_from).unwrap_or(i64::MAX);
-        let txn = self.begin_write().await?;
-        scrollback_chunk::Entity::insert(scrollback_chunk::ActiveModel {
+        let chunk = scrollback_chunk::Entity::insert(scrollback_chunk::ActiveModel {
             worker_id: Set(worker_id.to_owned()),
             start_offset: Set(start),
             end_offset: Set(end),
             data: Set(data),
             write_time: Set(now),
-        })
-        .exec_without_returning(&*txn)
-        .await?;
+        });
+        if keep_from == 0 {
+            // Nothing has left the ring yet (no chunk ends at or before 0): one
+            // statement, no transaction.
+            let _gate = self.write_gate().await;
+            chunk.exec_without_returning(&self.db).await?;
+            return Ok(());
+        }
+        let txn = self.begin_write().await?;
+        chunk.exec_without_returning(&*txn).await?;
         scrollback_chunk::Entity::delete_many()
             .filter(scrollback_chunk::Column::WorkerId.eq(worker_id))
             .filter(scrollback_chunk::Column::EndOffset.lte(keep_from))
