@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SimpleExpr};
+use sea_orm::sea_query::{Alias, CaseStatement, Expr, ExprTrait, Func, Query, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
     DatabaseConnection, DbBackend, DbErr, EntityTrait, IntoActiveModel, Iterable, ModelTrait,
@@ -314,10 +314,39 @@ impl Store {
             .await?;
         }
         let last = events::append(&*txn, row.model.create_time, events).await?;
-        let live = || session::Entity::find().filter(session::Column::DeleteTime.is_null());
-        if let Some(max) = limits.max_total {
-            let count = live().count(&*txn).await?;
-            if count > max {
+        if limits.max_total.is_some() || limits.max_per_creator.is_some() {
+            // Both counts in one scan (one statement while the write lock is held).
+            let counts = Query::select()
+                .expr_as(Expr::col(session::Column::Id).count(), "total")
+                .expr_as(
+                    Func::coalesce::<[SimpleExpr; 2], SimpleExpr>([
+                        Func::sum(
+                            CaseStatement::new()
+                                .case(
+                                    session::Column::Creator.eq(row.model.creator.as_str()),
+                                    Expr::val(1),
+                                )
+                                .finally(Expr::val(0)),
+                        )
+                        .into(),
+                        Expr::val(0),
+                    ]),
+                    "mine",
+                )
+                .from(session::Entity)
+                .and_where(session::Column::DeleteTime.is_null())
+                .to_owned();
+            let counts = txn
+                .query_one(&counts)
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound("session counts".into()))?;
+            let count = |name: &str| -> Result<u64> {
+                let value: i64 = counts.try_get("", name)?;
+                Ok(u64::try_from(value).unwrap_or(0))
+            };
+            if let Some(max) = limits.max_total
+                && count("total")? > max
+            {
                 txn.rollback().await?;
                 return Err(Error::ResourceExhausted {
                     limit: "max_sessions",
@@ -325,13 +354,9 @@ impl Store {
                     message: format!("the server already holds {max} sessions; delete some first"),
                 });
             }
-        }
-        if let Some(max) = limits.max_per_creator {
-            let count = live()
-                .filter(session::Column::Creator.eq(row.model.creator.as_str()))
-                .count(&*txn)
-                .await?;
-            if count > max {
+            if let Some(max) = limits.max_per_creator
+                && count("mine")? > max
+            {
                 txn.rollback().await?;
                 let who = if row.model.creator.is_empty() {
                     "the anonymous principal".to_owned()
