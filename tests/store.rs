@@ -91,11 +91,22 @@ fn next(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_get_list_and_transition() {
     let (store, db, _dir) = store().await;
-    let created = row("alpha", 10);
+    let mut created = row("alpha", 10);
+    created.labels.insert("team".into(), "infra".into());
     store
         .create_session(&created, &[], vec![])
         .await
         .expect("create");
+    // A session without labels reads back without any.
+    let bare = SessionRow {
+        labels: BTreeMap::new(),
+        ..row("bare", 10)
+    };
+    store.create_session(&bare, &[], vec![]).await.unwrap();
+    assert_eq!(
+        store.find_session(&Ref::Name("bare".into())).await.unwrap(),
+        Some(bare)
+    );
 
     let by_name = store
         .find_session(&Ref::Name("alpha".into()))

@@ -391,23 +391,56 @@ impl Store {
 
     /// Finds a session by id (tombstones included) or by display name (live
     /// sessions only).
+    ///
+    /// One statement (the session LEFT JOIN its labels: one row per label, or one
+    /// row without), so the row and its labels are one snapshot and, on SQLite,
+    /// one round trip to a connection's thread instead of two.
     pub async fn find_session(&self, session: &Ref) -> Result<Option<SessionRow>> {
-        let query = session::Entity::find();
-        let query = match session {
-            Ref::Id(id) => query.filter(session::Column::Id.eq(id.to_string())),
-            Ref::Name(name) => query
-                .filter(session::Column::DisplayName.eq(name.as_str()))
-                .filter(session::Column::DeleteTime.is_null()),
-        };
-        let Some(model) = query.one(&self.db).await? else {
+        let mut query = Query::select();
+        query
+            .columns(session::Column::iter().map(|c| (session::Entity, c)))
+            .expr_as(
+                Expr::col((session_label::Entity, session_label::Column::Key)),
+                Alias::new("label_key"),
+            )
+            .expr_as(
+                Expr::col((session_label::Entity, session_label::Column::Value)),
+                Alias::new("label_value"),
+            )
+            .from(session::Entity)
+            .left_join(
+                session_label::Entity,
+                Expr::col((session_label::Entity, session_label::Column::SessionId))
+                    .equals((session::Entity, session::Column::Id)),
+            );
+        match session {
+            Ref::Id(id) => {
+                query.and_where(
+                    Expr::col((session::Entity, session::Column::Id)).eq(id.to_string()),
+                );
+            }
+            Ref::Name(name) => {
+                query
+                    .and_where(
+                        Expr::col((session::Entity, session::Column::DisplayName))
+                            .eq(name.as_str()),
+                    )
+                    .and_where(Expr::col((session::Entity, session::Column::DeleteTime)).is_null());
+            }
+        }
+        let rows = self.db.query_all(&query).await?;
+        let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let labels = self.labels_of(std::slice::from_ref(&model.id)).await?;
-        let labels = labels
-            .into_iter()
-            .next()
-            .map(|(_, l)| l)
-            .unwrap_or_default();
+        let model = <session::Model as sea_orm::FromQueryResult>::from_query_result(first, "")?;
+        let mut labels = BTreeMap::new();
+        for row in &rows {
+            let key: Option<String> = row.try_get("", "label_key")?;
+            let value: Option<String> = row.try_get("", "label_value")?;
+            if let (Some(key), Some(value)) = (key, value) {
+                labels.insert(key, value);
+            }
+        }
         Ok(Some(SessionRow { model, labels }))
     }
 
