@@ -207,8 +207,11 @@ fn wait_group_stopped(leader: i32, pgid: i32) -> bool {
 }
 
 /// Suspends every process of the session led by `leader` with SIGSTOP, and
-/// returns the processes it stopped (those that were not stopped already: a job
-/// the user suspended with ctrl-Z stays the user's business), for [`resume`].
+/// returns the processes it stopped (every member stopped at the end that was not
+/// stopped before: a job the user suspended with ctrl-Z stays the user's
+/// business, while a child forked during the pause — between a scan and the
+/// SIGSTOP to its group — is included, or [`resume`] would leave it stopped and
+/// its parent waiting on it forever).
 ///
 /// Order matters for an interactive shell: its foreground job runs in its own
 /// process group (`tcgetpgrp`), and a shell that sees its job stop prints
@@ -219,9 +222,9 @@ fn wait_group_stopped(leader: i32, pgid: i32) -> bool {
 /// Processes still running after that (forked meanwhile, or moved between groups)
 /// are stopped one by one until `/proc/<pid>/stat` shows every member in state `T`.
 pub fn pause(leader: i32, foreground: Option<i32>) -> Vec<Member> {
-    let mut stopped: Vec<Member> = session_members(leader)
+    let already: Vec<Member> = session_members(leader)
         .into_iter()
-        .filter(|m| !is_stopped_or_gone(m.state))
+        .filter(|m| is_stopped_or_gone(m.state))
         .collect();
     send_group(leader, Signal::SIGSTOP);
     if !wait_group_stopped(leader, leader) {
@@ -234,24 +237,33 @@ pub fn pause(leader: i32, foreground: Option<i32>) -> Vec<Member> {
     {
         send_group(pgid, Signal::SIGSTOP);
     }
+    let mut all_stopped = false;
     for _ in 0..STRAGGLER_ROUNDS {
         let running: Vec<Member> = session_members(leader)
             .into_iter()
             .filter(|m| !is_stopped_or_gone(m.state))
             .collect();
         if running.is_empty() {
-            return stopped;
+            all_stopped = true;
+            break;
         }
         for member in running {
             send_pid(member.pid, Signal::SIGSTOP);
-            if !stopped.iter().any(|s| s.pid == member.pid) {
-                stopped.push(member);
-            }
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    tracing::warn!(leader, "some processes of the worker did not stop");
-    stopped
+    if !all_stopped {
+        tracing::warn!(leader, "some processes of the worker did not stop");
+    }
+    let was_stopped = |m: &Member| {
+        already
+            .iter()
+            .any(|a| a.pid == m.pid && a.start_ticks == m.start_ticks)
+    };
+    session_members(leader)
+        .into_iter()
+        .filter(|m| m.state != 'Z' && m.state != 'X' && !was_stopped(m))
+        .collect()
 }
 
 /// Continues what [`pause`] stopped, in the reverse order: the jobs first (the
