@@ -869,7 +869,7 @@ impl Manager {
 
     /// Records the end of run `generation` of a worker, once (whoever sees it
     /// first: the stopper or the exit listener). Returns false when it was recorded
-    /// already.
+    /// already, or the worker's row is gone (nothing to record it in).
     pub(super) async fn record_exit(
         &self,
         model: &worker::Model,
