@@ -597,20 +597,12 @@ impl Manager {
                         self.stop_workers(&id, self.settings.stop_grace).await?;
                     }
                 }
-                Some(active) => {
-                    // Workers that ended before the session became ACTIVE were not
-                    // counted. (The workers just started are checked first, without
-                    // reading them again: while one of them runs, nothing is to do.)
-                    if !self.any_running(&workers) {
-                        self.stop_if_all_exited(&id).await?;
-                    }
-                    if !self.any_running(&workers) {
-                        // It may have just stopped: show what is stored.
-                        let row = self.store.get_session(&id).await?.unwrap_or(active);
-                        return self.view(row).await;
-                    }
-                    return self.view(active).await;
-                }
+                // While a worker just started runs (checked without reading the
+                // workers again), the session is as this call wrote it.
+                Some(active) if self.any_running(&workers) => return self.view(active).await,
+                // Workers that ended before the session became ACTIVE were not
+                // counted: it may stop now (shown by the read below).
+                Some(_) => self.stop_if_all_exited(&id).await?,
             }
         }
         let row = self
