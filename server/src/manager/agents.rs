@@ -1070,17 +1070,6 @@ impl Manager {
             .await?;
         Ok(())
     }
-
-    /// A deleted session's checkpoints go with it.
-    pub(super) async fn drop_checkpoints(&self, session_id: &str) -> Result<()> {
-        self.store
-            .delete_checkpoints(&CheckpointScope {
-                session_id,
-                worker_id: None,
-            })
-            .await?;
-        Ok(())
-    }
 }
 
 /// Writes the deltas of `chain` (versions, oldest first) into `path`, checking that

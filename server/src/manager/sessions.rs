@@ -543,7 +543,7 @@ impl Manager {
         applies: impl Fn(&SessionRow) -> bool,
     ) -> Result<Option<SessionRow>> {
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let (row, stored) = match known.take() {
+            let (row, fresh) = match known.take() {
                 Some(row) => (row, false),
                 None => match self.store.get_session(id).await? {
                     Some(row) => (row, true),
@@ -553,7 +553,7 @@ impl Manager {
             let from = state_of(&row)?;
             let to = on_event(from, event).filter(|_| applies(&row));
             let Some(to) = to else {
-                if stored {
+                if fresh {
                     return Ok(None);
                 }
                 // The caller's copy may be stale: decide on the stored row.

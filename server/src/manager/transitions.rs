@@ -62,7 +62,12 @@ impl Manager {
                 }
             }
         }
-        self.drop_checkpoints(session_id).await?;
+        self.store
+            .delete_checkpoints(&crate::store::checkpoints::CheckpointScope {
+                session_id,
+                worker_id: None,
+            })
+            .await?;
         Ok(workers)
     }
 
