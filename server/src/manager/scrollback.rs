@@ -6,21 +6,29 @@
 //! The persister is an observer of the worker's ring (not an attached client) with
 //! its own cursor. It writes a batch when `flush_bytes` are pending or the oldest
 //! pending byte is `flush_interval` old, and a last one when the run ends (a
-//! stop, an exit, or the server's shutdown, which stops every worker). A kill -9
-//! loses at most the last batch. Each write also deletes the worker's chunks that
-//! fell out of the ring's capacity, so storage stays at about one ring per worker.
+//! stop, an exit, or the server's shutdown, which stops every worker); but never
+//! sooner than [`MIN_WRITE_GAP`] after the previous write. Until then a full batch
+//! is left in the ring, and each write first takes everything the ring holds after
+//! its cursor. Output faster than a ring per gap is therefore stored as the last
+//! ring of each gap, not byte for byte — the rest had left the ring, so no restore
+//! could have brought it back. A kill -9 loses at most the output since the last
+//! write (a gap's worth in a flood, a `flush_interval`'s worth otherwise). Each
+//! write also deletes the worker's chunks that fell out of the ring's capacity,
+//! and rows hold at most `flush_bytes`, so storage stays at about one ring per
+//! worker.
 //!
 //! Runs of one worker are persisted one after the other: the persister of a new
 //! run first waits for the previous one to finish its last write, then continues
 //! from the end of what is stored. If the database is slow the persister falls
 //! behind like a slow client; if it falls out of the ring the stored history has a
-//! gap, and a restore keeps the newest contiguous part.
+//! gap, and a restore keeps the newest contiguous part, which after a write is the
+//! whole ring at that time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -30,11 +38,18 @@ use super::Manager;
 use crate::clock::Clock;
 use crate::store::Store;
 use crate::store::entities::{scrollback_chunk, worker};
-use crate::supervisor::{Next, ReplayFrom, WindowSize, WorkerHandle};
+use crate::supervisor::{Next, ReplayFrom, Subscription, WindowSize, WorkerHandle};
 
 /// Attempts per batch before it is given up (logged; the stored history then has
 /// a gap).
 const WRITE_ATTEMPTS: u32 = 3;
+
+/// The shortest time from the start of one write to the start of the next, unless
+/// the run ended. A flood (say 100 MiB/s through a 1 MiB ring) is then stored as
+/// at most one ring per gap, not byte for byte: the store's work no longer grows
+/// with the output rate, and what a restore brings back (the last ring) is the
+/// same.
+const MIN_WRITE_GAP: Duration = Duration::from_millis(100);
 
 /// When batches are written.
 #[derive(Clone, Copy, Debug)]
@@ -154,29 +169,42 @@ async fn persist_run(
         start: subscription.cursor(),
         data: BytesMut::new(),
         deadline: None,
+        earliest: Instant::now(),
     };
     loop {
-        let deadline = batch.deadline;
+        // A full batch waits for the gap after the previous write without reading:
+        // the ring keeps the output meanwhile, and drops what a restore could not
+        // bring back anyway.
+        let full = batch.data.len() >= policy.bytes;
+        let wake = if full {
+            Some(batch.earliest)
+        } else {
+            batch.deadline
+        };
         tokio::select! {
-            next = subscription.next(policy.bytes) => match next {
+            next = subscription.next(policy.bytes), if !full => match next {
                 Next::Data { offset, data } => {
-                    batch.push(offset, &data, policy.interval);
-                    if batch.data.len() >= policy.bytes {
+                    batch.push(offset, &data, policy);
+                    if batch.data.len() >= policy.bytes && Instant::now() >= batch.earliest {
+                        let ended = batch.drain(&mut subscription, policy);
                         batch.write(store, clock, &worker_id, policy).await;
+                        if ended {
+                            return;
+                        }
                     }
                 }
-                Next::Skipped { to, .. } => {
-                    batch.write(store, clock, &worker_id, policy).await;
-                    tracing::warn!(%worker_id, resumed_at = to, "scrollback persister fell behind the ring; stored history has a gap");
-                    batch.start = to;
-                }
+                Next::Skipped { to, .. } => batch.skip_to(&worker_id, to),
                 Next::Exited(_) => {
                     batch.write(store, clock, &worker_id, policy).await;
                     return;
                 }
             },
-            () = sleep_until(deadline), if deadline.is_some() => {
+            () = sleep_until(wake), if wake.is_some() => {
+                let ended = batch.drain(&mut subscription, policy);
                 batch.write(store, clock, &worker_id, policy).await;
+                if ended {
+                    return;
+                }
             }
         }
     }
@@ -195,15 +223,53 @@ struct Batch {
     data: BytesMut,
     /// When the batch must be written at the latest.
     deadline: Option<Instant>,
+    /// When the next write may start at the earliest (`MIN_WRITE_GAP` after the
+    /// previous one started).
+    earliest: Instant,
 }
 
 impl Batch {
-    fn push(&mut self, offset: u64, data: &[u8], interval: Duration) {
+    /// Appends output read at `offset`, keeping at most the ring's capacity (older
+    /// bytes have left the ring: a restore could not bring them back).
+    fn push(&mut self, offset: u64, data: &[u8], policy: FlushPolicy) {
         if self.data.is_empty() {
             self.start = offset;
-            self.deadline = Some(Instant::now() + interval);
+            self.deadline = Some(Instant::now() + policy.interval);
         }
         self.data.extend_from_slice(data);
+        let excess = self.data.len().saturating_sub(policy.capacity);
+        if excess > 0 {
+            self.data.advance(excess);
+            self.start += excess as u64;
+        }
+    }
+
+    /// The reader was moved past output that left the ring before it was read.
+    /// What is pending is older still: the next write's trim to the ring would
+    /// delete it, so it is dropped now.
+    fn skip_to(&mut self, worker_id: &str, to: u64) {
+        tracing::debug!(%worker_id, resumed_at = to, "scrollback persister skipped output that left the ring");
+        self.data.clear();
+        self.start = to;
+    }
+
+    /// Reads everything the ring holds after the cursor into the batch, without
+    /// waiting. Returns true when the run ended and all of its output was read.
+    fn drain(&mut self, subscription: &mut Subscription, policy: FlushPolicy) -> bool {
+        loop {
+            // Reads of at most a batch are mostly zero-copy slices of one ring
+            // chunk: a longer range would be copied under the ring's lock, which
+            // the worker's actor needs for every read from the PTY.
+            match subscription.try_next(policy.bytes) {
+                Some(Next::Data { offset, data }) => self.push(offset, &data, policy),
+                Some(Next::Skipped { to, .. }) => {
+                    let worker_id = subscription.worker().worker_id().to_string();
+                    self.skip_to(&worker_id, to);
+                }
+                Some(Next::Exited(_)) => return true,
+                None => return false,
+            }
+        }
     }
 
     /// Writes the batch (retrying a little), then starts an empty one after it.
@@ -215,6 +281,7 @@ impl Batch {
         policy: FlushPolicy,
     ) {
         self.deadline = None;
+        self.earliest = Instant::now() + MIN_WRITE_GAP;
         if self.data.is_empty() {
             return;
         }
@@ -226,7 +293,14 @@ impl Batch {
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=WRITE_ATTEMPTS {
             match store
-                .append_scrollback(worker_id, start, data.to_vec(), keep_from, clock.now())
+                .append_scrollback(
+                    worker_id,
+                    start,
+                    &data,
+                    policy.bytes,
+                    keep_from,
+                    clock.now(),
+                )
                 .await
             {
                 Ok(()) => return,
@@ -361,6 +435,43 @@ mod tests {
 
     fn joined(tail: Option<(u64, Vec<Bytes>)>) -> Option<(u64, Vec<u8>)> {
         tail.map(|(start, parts)| (start, parts.concat()))
+    }
+
+    fn policy(capacity: usize) -> FlushPolicy {
+        FlushPolicy {
+            bytes: 4,
+            interval: Duration::from_secs(1),
+            capacity,
+        }
+    }
+
+    fn batch() -> Batch {
+        Batch {
+            start: 0,
+            data: BytesMut::new(),
+            deadline: None,
+            earliest: Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_the_last_ring_of_what_it_reads() {
+        let mut batch = batch();
+        batch.push(100, b"abcd", policy(6));
+        assert_eq!((batch.start, &batch.data[..]), (100, &b"abcd"[..]));
+        assert!(batch.deadline.is_some(), "the first byte starts the clock");
+        batch.push(104, b"efgh", policy(6));
+        assert_eq!((batch.start, &batch.data[..]), (102, &b"cdefgh"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_skip_drops_what_is_pending() {
+        let mut batch = batch();
+        batch.push(0, b"old", policy(16));
+        batch.skip_to("w", 50);
+        assert!(batch.data.is_empty());
+        batch.push(50, b"new", policy(16));
+        assert_eq!((batch.start, &batch.data[..]), (50, &b"new"[..]));
     }
 
     #[test]

@@ -9,10 +9,11 @@ use crate::clock::Micros;
 use crate::error::Result;
 
 impl Store {
-    /// Stores `data`, the worker's output from absolute offset `start`, and in the
-    /// same transaction deletes the worker's chunks that end at or before
-    /// `keep_from` (they fell out of the ring). Nothing is written when `data` is
-    /// empty.
+    /// Stores `data`, the worker's output from absolute offset `start`, as rows of
+    /// at most `piece` bytes (so that trimming to the ring never keeps much more
+    /// than a ring), and in the same transaction deletes the worker's chunks that
+    /// end at or before `keep_from` (they fell out of the ring). Nothing is written
+    /// when `data` is empty.
     ///
     /// Errors: a database error (e.g. the worker was deleted meanwhile: its
     /// foreign key no longer holds).
@@ -20,32 +21,40 @@ impl Store {
         &self,
         worker_id: &str,
         start: u64,
-        data: Vec<u8>,
+        data: &[u8],
+        piece: usize,
         keep_from: u64,
         now: Micros,
     ) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        let start = i64::try_from(start).unwrap_or(i64::MAX);
-        let end = start.saturating_add(i64::try_from(data.len()).unwrap_or(i64::MAX));
+        let mut offset = i64::try_from(start).unwrap_or(i64::MAX);
+        let rows: Vec<_> = data
+            .chunks(piece.max(1))
+            .map(|piece| {
+                let start = offset;
+                offset = start.saturating_add(i64::try_from(piece.len()).unwrap_or(i64::MAX));
+                scrollback_chunk::ActiveModel {
+                    worker_id: Set(worker_id.to_owned()),
+                    start_offset: Set(start),
+                    end_offset: Set(offset),
+                    data: Set(piece.to_vec()),
+                    write_time: Set(now),
+                }
+            })
+            .collect();
+        let chunks = scrollback_chunk::Entity::insert_many(rows);
         let keep_from = i64::try_from(keep_from).unwrap_or(i64::MAX);
-        let chunk = scrollback_chunk::Entity::insert(scrollback_chunk::ActiveModel {
-            worker_id: Set(worker_id.to_owned()),
-            start_offset: Set(start),
-            end_offset: Set(end),
-            data: Set(data),
-            write_time: Set(now),
-        });
         if keep_from == 0 {
             // Nothing has left the ring yet (no chunk ends at or before 0): one
             // statement, no transaction.
             let _gate = self.write_gate().await;
-            chunk.exec_without_returning(&self.db).await?;
+            chunks.exec_without_returning(&self.db).await?;
             return Ok(());
         }
         let txn = self.begin_write().await?;
-        chunk.exec_without_returning(&*txn).await?;
+        chunks.exec_without_returning(&*txn).await?;
         scrollback_chunk::Entity::delete_many()
             .filter(scrollback_chunk::Column::WorkerId.eq(worker_id))
             .filter(scrollback_chunk::Column::EndOffset.lte(keep_from))

@@ -717,30 +717,35 @@ impl Subscription {
     /// the run once all its output was delivered.
     pub async fn next(&mut self, max: usize) -> Next {
         loop {
-            // Order matters: look at the run first, then the ring. The actor publishes
-            // the exit only after its last append, so "exited, then nothing to read"
-            // means everything was delivered.
-            let exited = self.exit();
-            self.output.borrow_and_update();
-            let read = lock(&self.shared.ring).read(self.cursor, max);
-            match read {
-                Read::Data { offset, data } => {
-                    self.advance(offset + data.len() as u64);
-                    return Next::Data { offset, data };
-                }
-                Read::Skipped { from, to } => {
-                    self.advance(to);
-                    return Next::Skipped { from, to };
-                }
-                Read::Empty => {}
-            }
-            if let Some(exit) = exited {
-                return Next::Exited(exit);
+            if let Some(next) = self.try_next(max) {
+                return next;
             }
             tokio::select! {
                 changed = self.output.changed() => if changed.is_err() { return Next::Exited(ExitInfo::unknown()) },
                 changed = self.run.changed() => if changed.is_err() { return Next::Exited(ExitInfo::unknown()) },
             }
+        }
+    }
+
+    /// What [`next`](Self::next) would return now, without waiting: `None` while
+    /// nothing after the cursor is in the ring and the run has not ended.
+    pub fn try_next(&mut self, max: usize) -> Option<Next> {
+        // Order matters: look at the run first, then the ring. The actor publishes
+        // the exit only after its last append, so "exited, then nothing to read"
+        // means everything was delivered.
+        let exited = self.exit();
+        self.output.borrow_and_update();
+        let read = lock(&self.shared.ring).read(self.cursor, max);
+        match read {
+            Read::Data { offset, data } => {
+                self.advance(offset + data.len() as u64);
+                Some(Next::Data { offset, data })
+            }
+            Read::Skipped { from, to } => {
+                self.advance(to);
+                Some(Next::Skipped { from, to })
+            }
+            Read::Empty => exited.map(Next::Exited),
         }
     }
 }
