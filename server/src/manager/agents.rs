@@ -507,7 +507,7 @@ impl Manager {
             )
             .await
         {
-            Ok(handle) => handle,
+            Ok((handle, _)) => handle,
             Err(reason) => {
                 runtime.end_verify();
                 return Err(reason);

@@ -373,7 +373,7 @@ impl Manager {
     /// start moves the session to ERROR.
     async fn relaunch_paused(&self, row: SessionRow, separator: &str) -> Result<()> {
         let workers = self.store.list_workers(&row.model.id).await?;
-        if !self.spawn_all(&row, &workers, separator).await? {
+        if self.spawn_all(&row, &workers, separator).await?.is_none() {
             return Ok(());
         }
         for model in self.store.list_workers(&row.model.id).await? {

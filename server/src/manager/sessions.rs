@@ -245,13 +245,15 @@ impl Manager {
                 None => default_display_name(&work_dir, id),
             }
         };
-        // Checked again by the unique index when the row is written; this early
-        // look spares creating a worktree for a name that is taken.
-        if self
-            .store
-            .find_session(&Ref::Name(display_name.clone()))
-            .await?
-            .is_some()
+        // The unique index checks the name when the row is written; this early
+        // look spares creating a worktree for a name that is taken, and answers a
+        // validate-only request (which writes nothing).
+        if (plan.is_some() || new.validate_only)
+            && self
+                .store
+                .find_session(&Ref::Name(display_name.clone()))
+                .await?
+                .is_some()
         {
             return Err(Error::AlreadyExists {
                 kind: "session",
@@ -599,10 +601,12 @@ impl Manager {
     ) -> Result<SessionView> {
         let (_, row) = self.act(session, Action::Stop, etag, |_, _| Ok(())).await?;
         let grace = grace.unwrap_or(self.settings.stop_grace);
-        self.stop_workers(&row.model.id, grace).await?;
         // The session as this call left it (stopping its workers writes only their
         // rows), with the workers as they ended.
-        self.view(row).await
+        match self.stop_workers(&row.model.id, grace).await? {
+            Some(workers) => Ok(self.view_with(row, workers)),
+            None => self.view(row).await,
+        }
     }
 
     /// DeleteSession: → DELETED (a tombstone); the workers' scrollback is dropped.

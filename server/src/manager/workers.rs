@@ -286,13 +286,18 @@ impl Manager {
             EventPayload::default(),
         );
         self.store.insert_worker(&model, vec![event]).await?;
-        if state == State::Active
-            && let Err(reason) = self.spawn_worker(&row, &model, "").await
-        {
-            // The session keeps running its other workers; this one is FAILED.
-            tracing::warn!(worker_id = %model.id, %reason, "worker could not start");
+        if state != State::Active {
+            return Ok(self.worker_view(model));
         }
-        let model = self.reload_worker(&model).await?;
+        let model = match self.spawn_worker(&row, &model, "").await {
+            Ok(Some(written)) => written,
+            Ok(None) => self.reload_worker(&model).await?,
+            Err(reason) => {
+                // The session keeps running its other workers; this one is FAILED.
+                tracing::warn!(worker_id = %model.id, %reason, "worker could not start");
+                self.reload_worker(&model).await?
+            }
+        };
         Ok(self.worker_view(model))
     }
 
@@ -584,7 +589,7 @@ impl Manager {
         });
         // A worker that cannot start fails the session (spawn_all records why).
         let id = row.model.id.clone();
-        if self.spawn_all(&row, &workers, &separator).await? {
+        if let Some(started) = self.spawn_all(&row, &workers, &separator).await? {
             match self.automatic_from(row, Event::Ready, ready_reason).await? {
                 None => {
                     // Another transition won (a concurrent stop): end what we started.
@@ -598,8 +603,14 @@ impl Manager {
                     }
                 }
                 // While a worker just started runs (checked without reading the
-                // workers again), the session is as this call wrote it.
-                Some(active) if self.any_running(&workers) => return self.view(active).await,
+                // workers again), the session is as this call wrote it, and its
+                // workers as their starts wrote them (when every row is known).
+                Some(active) if self.any_running(&workers) => {
+                    return match started {
+                        Some(started) => Ok(self.view_with(active, started)),
+                        None => self.view(active).await,
+                    };
+                }
                 // Workers that ended before the session became ACTIVE were not
                 // counted: it may stop now (shown by the read below).
                 Some(_) => self.stop_if_all_exited(&id).await?,
@@ -616,42 +627,50 @@ impl Manager {
     /// Spawns `workers` of `row` in order; a worker that ran before continues its
     /// scrollback after `separator`. On the first worker that cannot start, stops
     /// those already started, fails the session (ERROR, within the retry budget;
-    /// see `fail`) with the reason, and returns false.
+    /// see `fail`) with the reason, and returns `None`. Otherwise returns
+    /// `Some(rows)`: every worker's row as its start wrote it, or `Some(None)` when
+    /// some row is not known without reading it (an agent's).
     pub(super) async fn spawn_all(
         &self,
         row: &SessionRow,
         workers: &[worker::Model],
         separator: &str,
-    ) -> Result<bool> {
+    ) -> Result<Option<Option<Vec<worker::Model>>>> {
+        let mut written = Vec::with_capacity(workers.len());
         for model in workers {
             let separator = if model.start_time.is_some() {
                 separator
             } else {
                 ""
             };
-            if let Err(reason) = self.spawn_worker(row, model, separator).await {
-                self.stop_workers(&row.model.id, self.settings.stop_grace)
-                    .await?;
-                self.fail(&row.model.id, &reason).await?;
-                return Ok(false);
+            match self.spawn_worker(row, model, separator).await {
+                Ok(row) => written.push(row),
+                Err(reason) => {
+                    self.stop_workers(&row.model.id, self.settings.stop_grace)
+                        .await?;
+                    self.fail(&row.model.id, &reason).await?;
+                    return Ok(None);
+                }
             }
         }
-        Ok(true)
+        Ok(Some(written.into_iter().collect()))
     }
 
-    /// Starts one worker's process; on failure marks it FAILED and returns the
-    /// reason in plain words (which worker, which command, what went wrong).
+    /// Starts one worker's process and returns its row as written (`None` for an
+    /// agent, whose start writes it more than once); on failure marks it FAILED
+    /// and returns the reason in plain words (which worker, which command, what
+    /// went wrong).
     pub(super) async fn spawn_worker(
         &self,
         row: &SessionRow,
         model: &worker::Model,
         separator: &str,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<Option<worker::Model>, String> {
         if model.kind == worker_kind::AGENT {
             return self
                 .spawn_agent(row, model, separator, super::agents::StartCause::Client)
                 .await
-                .map(|_| ());
+                .map(|_| None);
         }
         let command: Vec<String> = serde_json::from_str(&model.command).unwrap_or_default();
         let extra_env: BTreeMap<String, String> =
@@ -682,12 +701,13 @@ impl Manager {
         );
         self.start_process(row, model, program, env, separator, None, String::new())
             .await
-            .map(|_| ())
+            .map(|(_, written)| Some(written))
     }
 
     /// Starts `program` as a run of worker `model` and records it (RUNNING, pid,
     /// WORKER_STARTED with `reason`); `agent_session_id`, when given, is stored
-    /// with it. On failure marks the worker FAILED and returns the reason.
+    /// with it. Returns the run's handle and the row as written. On failure marks
+    /// the worker FAILED and returns the reason.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn start_process(
         &self,
@@ -698,7 +718,7 @@ impl Manager {
         separator: &str,
         agent_session_id: Option<String>,
         reason: String,
-    ) -> std::result::Result<WorkerHandle, String> {
+    ) -> std::result::Result<(WorkerHandle, worker::Model), String> {
         let session_id = parse_id(&row.model.id).map_err(|e| e.to_string())?;
         let worker_id = parse_id(&model.id).map_err(|e| e.to_string())?;
         // After a server restart the worker continues its stored scrollback.
@@ -773,7 +793,7 @@ impl Manager {
                     .update_worker(model, &new, now, vec![event])
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok(handle)
+                Ok((handle, new))
             }
             Err(err) => {
                 let reason = format!(
@@ -802,12 +822,14 @@ impl Manager {
         }
     }
 
-    /// Stops every running worker of a session and records their exits.
+    /// Stops every running worker of a session and records their exits. Returns
+    /// every worker's row as this call left it, or `None` when some row is not
+    /// known without reading it (its exit was recorded by the exit listener).
     pub(super) async fn stop_workers(
         &self,
         session_id: &str,
         grace: std::time::Duration,
-    ) -> Result<()> {
+    ) -> Result<Option<Vec<worker::Model>>> {
         let workers = self.store.list_workers(session_id).await?;
         let stops = workers.iter().filter_map(|model| {
             let handle = Uuid::try_parse(&model.id)
@@ -819,26 +841,33 @@ impl Manager {
                 (model, generation, exit)
             })
         });
+        let mut stopped: std::collections::HashMap<&str, Option<worker::Model>> =
+            std::collections::HashMap::new();
         for (model, generation, exit) in futures::future::join_all(stops).await {
-            if let Some(exit) = exit {
-                self.record_exit(model, generation, &exit, true).await?;
-            } else if matches!(
-                model.state.as_str(),
-                worker_state::RUNNING | worker_state::PAUSED
-            ) {
-                self.mark_worker_stopped(model).await?;
-            }
+            let written = match exit {
+                Some(exit) => self.record_exit(model, generation, &exit, true).await?,
+                None => Some(self.mark_worker_stopped(model).await?),
+            };
+            stopped.insert(model.id.as_str(), written);
         }
-        Ok(())
+        let rows = workers
+            .iter()
+            .map(|model| match stopped.remove(model.id.as_str()) {
+                Some(written) => written,
+                None => Some(model.clone()),
+            })
+            .collect();
+        Ok(rows)
     }
 
-    /// Marks a worker stopped (its process is known to be gone).
-    pub(super) async fn mark_worker_stopped(&self, model: &worker::Model) -> Result<()> {
+    /// Marks a worker stopped (its process is known to be gone); returns its row
+    /// as written (unchanged when it was not RUNNING or PAUSED).
+    pub(super) async fn mark_worker_stopped(&self, model: &worker::Model) -> Result<worker::Model> {
         if !matches!(
             model.state.as_str(),
             worker_state::RUNNING | worker_state::PAUSED
         ) {
-            return Ok(());
+            return Ok(model.clone());
         }
         let mut new = model.clone();
         new.state = worker_state::STOPPED.into();
@@ -856,29 +885,31 @@ impl Manager {
         }
         self.store
             .update_worker(model, &new, self.now(), Vec::new())
-            .await
+            .await?;
+        Ok(new)
     }
 
     /// Records the end of run `generation` of a worker, once (whoever sees it
-    /// first: the stopper or the exit listener). Returns false when it was recorded
-    /// already, or the worker's row is gone (nothing to record it in).
+    /// first: the stopper or the exit listener). Returns the row as written, or
+    /// `None` when the exit was recorded already or the worker's row is gone
+    /// (nothing to record it in).
     pub(super) async fn record_exit(
         &self,
         model: &worker::Model,
         generation: u64,
         exit: &ExitInfo,
         stopped: bool,
-    ) -> Result<bool> {
+    ) -> Result<Option<worker::Model>> {
         let worker_id = parse_id(&model.id)?;
         Ok(self
             .record_exit_of(&model.session_id, worker_id, generation, exit, stopped)
             .await?
-            .is_some())
+            .map(|(_, written)| written))
     }
 
     /// [`record_exit`](Self::record_exit) by id: the row is read once, after the
-    /// exit is known not to be recorded yet. Returns the row as it was before
-    /// (`None`: recorded already, or the worker is gone).
+    /// exit is known not to be recorded yet. Returns the row as it was before and
+    /// as written (`None`: recorded already, or the worker is gone).
     async fn record_exit_of(
         &self,
         session_id: &str,
@@ -886,7 +917,7 @@ impl Manager {
         generation: u64,
         exit: &ExitInfo,
         stopped: bool,
-    ) -> Result<Option<worker::Model>> {
+    ) -> Result<Option<(worker::Model, worker::Model)>> {
         let slot = self
             .recorded_exits
             .lock()
@@ -948,7 +979,7 @@ impl Manager {
         if current.kind == worker_kind::AGENT {
             self.agent_run_ended(&new, generation, exit, stopped).await;
         }
-        Ok(Some(current))
+        Ok(Some((current, new)))
     }
 
     /// An exit reported by the supervisor: record it, then let the session react
@@ -962,7 +993,7 @@ impl Manager {
         exit: &ExitInfo,
         stopped: bool,
     ) -> Result<()> {
-        let Some(model) = self
+        let Some((model, _)) = self
             .record_exit_of(
                 &session_id.to_string(),
                 worker_id,
