@@ -143,7 +143,9 @@ pub struct Config {
     #[arg(long, env = "CORRAL_EVENT_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub event_poll_interval: Duration,
 
-    /// Scrollback is persisted when this many bytes of output are pending...
+    /// Scrollback is persisted when this many bytes of output are pending (at
+    /// most once per 100 ms: output faster than a ring per 100 ms is stored as
+    /// the last ring of each; rows hold at most this many bytes)...
     #[arg(long, env = "CORRAL_SCROLLBACK_FLUSH_BYTES", default_value_t = 64 * 1024)]
     pub scrollback_flush_bytes: usize,
 
