@@ -186,7 +186,7 @@ async fn persist_run(
                 Next::Data { offset, data } => {
                     batch.push(offset, &data, policy);
                     if batch.data.len() >= policy.bytes && Instant::now() >= batch.earliest {
-                        let ended = batch.drain(&mut subscription, policy);
+                        let ended = batch.drain(&mut subscription, &worker_id, policy);
                         batch.write(store, clock, &worker_id, policy).await;
                         if ended {
                             return;
@@ -200,7 +200,7 @@ async fn persist_run(
                 }
             },
             () = sleep_until(wake), if wake.is_some() => {
-                let ended = batch.drain(&mut subscription, policy);
+                let ended = batch.drain(&mut subscription, &worker_id, policy);
                 batch.write(store, clock, &worker_id, policy).await;
                 if ended {
                     return;
@@ -255,17 +255,19 @@ impl Batch {
 
     /// Reads everything the ring holds after the cursor into the batch, without
     /// waiting. Returns true when the run ended and all of its output was read.
-    fn drain(&mut self, subscription: &mut Subscription, policy: FlushPolicy) -> bool {
+    fn drain(
+        &mut self,
+        subscription: &mut Subscription,
+        worker_id: &str,
+        policy: FlushPolicy,
+    ) -> bool {
         loop {
             // Reads of at most a batch are mostly zero-copy slices of one ring
             // chunk: a longer range would be copied under the ring's lock, which
             // the worker's actor needs for every read from the PTY.
             match subscription.try_next(policy.bytes) {
                 Some(Next::Data { offset, data }) => self.push(offset, &data, policy),
-                Some(Next::Skipped { to, .. }) => {
-                    let worker_id = subscription.worker().worker_id().to_string();
-                    self.skip_to(&worker_id, to);
-                }
+                Some(Next::Skipped { to, .. }) => self.skip_to(worker_id, to),
                 Some(Next::Exited(_)) => return true,
                 None => return false,
             }
