@@ -30,11 +30,17 @@ pub struct Member {
 
 /// Every live process whose session id is `sid` (zombies included).
 ///
-/// Reads `/proc/<pid>/stat` of every process on the machine: one `openat` +
-/// `read` + `close` per process, into a stack buffer, parsing only up to field 22.
-/// This runs at every stop (twice), so it does not go through `procfs`'s
-/// `Process`, which also opens each process's directory and parses all 52 fields
-/// into owned values.
+/// Lists the pids in `/proc` and asks each one's session with `getsid(2)`, one
+/// syscall that opens nothing; only members have their `/proc/<pid>/stat` read
+/// (`openat` + `read` + `close`, into a stack buffer, parsed up to field 22).
+/// This runs at every stop (twice): reading the stat file of every process on
+/// the machine instead took about a fifth of corrald's CPU in `corral-bench
+/// lifecycle` (procfs's `do_task_stat`, and a dentry per file; BENCHMARKS.md).
+/// For the same reason it does not go through `procfs`'s `Process`, which also
+/// opens each process's directory and parses all 52 fields into owned values.
+///
+/// The kernel does not reuse a pid while a session or process group still bears
+/// it, so every process whose session is `sid` belongs to the leader's session.
 pub fn session_members(sid: i32) -> Vec<Member> {
     use rustix::fd::AsFd;
     use rustix::fs::{CWD, Dir, Mode, OFlags, openat};
@@ -58,6 +64,11 @@ pub fn session_members(sid: i32) -> Vec<Member> {
         else {
             continue;
         };
+        // ESRCH: gone since the listing. The stat file says the session again:
+        // the pid may have been reused in between.
+        if nix::unistd::getsid(Some(Pid::from_raw(pid))) != Ok(Pid::from_raw(sid)) {
+            continue;
+        }
         let path = format!("{pid}/stat");
         if let Some(stat) = read_stat(proc_dir.as_fd(), &path, pid, &mut buffer)
             && stat.session == sid
