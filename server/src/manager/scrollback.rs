@@ -373,6 +373,11 @@ impl Manager {
         if self.supervisor.handle(worker_id).is_some() {
             return None;
         }
+        if model.start_time.is_none() {
+            // Never started: nothing of it can be stored (a lifecycle cycle saves
+            // this read; BENCHMARKS.md).
+            return Some(0);
+        }
         let end = match self.store.scrollback_end(&model.id).await {
             Ok(end) => end.unwrap_or(0),
             Err(err) => {
