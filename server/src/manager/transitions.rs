@@ -62,12 +62,17 @@ impl Manager {
                 }
             }
         }
-        self.store
-            .delete_checkpoints(&crate::store::checkpoints::CheckpointScope {
-                session_id,
-                worker_id: None,
-            })
-            .await?;
+        // Only agents are checkpointed, and deleting an agent worker deletes its
+        // checkpoints: a session without one has none to delete (and should one
+        // be left, the reaper deletes those of DELETED sessions).
+        if workers.iter().any(|w| w.kind == worker_kind::AGENT) {
+            self.store
+                .delete_checkpoints(&crate::store::checkpoints::CheckpointScope {
+                    session_id,
+                    worker_id: None,
+                })
+                .await?;
+        }
         Ok(workers)
     }
 
