@@ -718,6 +718,67 @@ async fn workers_exit_on_their_own_and_come_and_go_while_active() {
     server.stop().await;
 }
 
+/// A worker that exits the moment it starts is recorded EXITED, after its start:
+/// never left RUNNING by a start written after the exit. A start's row is written
+/// with the session's ACTIVE state, after every worker of the session started, so
+/// the exit must wait for it (without that wait this fails most runs). Many
+/// sessions at once, so the writes queue behind each other (on SQLite, behind one
+/// write lock) while the exits come in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_exits_at_once_is_recorded_exited_after_its_start() {
+    const SESSIONS: usize = 12;
+    let server = TestServer::start().await;
+    for i in 0..SESSIONS {
+        create_with_workers(
+            &server,
+            &format!("blink-{i}"),
+            &[("a", &["true"]), ("b", &["true"])],
+        )
+        .await;
+    }
+    let starts = (0..SESSIONS).map(|i| {
+        let mut sessions = server.sessions.clone();
+        async move {
+            sessions
+                .start_session(pb::StartSessionRequest {
+                    name: format!("sessions/blink-{i}"),
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    for started in futures::future::join_all(starts).await {
+        // ACTIVE, or already STOPPED when both exits came in before the answer.
+        let state = started.unwrap().into_inner().state();
+        assert!(matches!(state, State::Active | State::Stopped), "{state:?}");
+    }
+    for i in 0..SESSIONS {
+        let name = format!("blink-{i}");
+        // The session stops once no worker runs; each exit is recorded by the
+        // exit listener, in turn.
+        eventually("the session stops and both exits are recorded", || async {
+            let session = server.get_session(&name).await;
+            session.state() == State::Stopped
+                && session
+                    .workers
+                    .iter()
+                    .all(|w| w.state() != pb::worker::State::Running)
+        })
+        .await;
+        let session = server.get_session(&name).await;
+        for worker in &session.workers {
+            assert_eq!(
+                worker.state(),
+                pb::worker::State::Exited,
+                "{name}: {worker:?}"
+            );
+            assert_eq!(worker.exit_status.as_ref().and_then(|e| e.code), Some(0));
+            assert_eq!(worker.pid, 0, "{name}: an exited worker has no pid");
+        }
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_the_last_running_worker_stops_the_session() {
     let server = TestServer::start().await;

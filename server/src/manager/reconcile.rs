@@ -373,9 +373,10 @@ impl Manager {
     /// start moves the session to ERROR.
     async fn relaunch_paused(&self, row: SessionRow, separator: &str) -> Result<()> {
         let workers = self.store.list_workers(&row.model.id).await?;
-        if self.spawn_all(&row, &workers, separator).await?.is_none() {
+        let Some(launched) = self.spawn_all(&row, &workers, separator).await? else {
             return Ok(());
-        }
+        };
+        self.write_starts(launched.pending).await?;
         for model in self.store.list_workers(&row.model.id).await? {
             let Some(handle) = Uuid::try_parse(&model.id)
                 .ok()

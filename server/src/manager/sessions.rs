@@ -7,7 +7,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::lifecycle::{self, Cause};
-use super::workers::{NewWorker, WorkerSpec};
+use super::workers::{NewWorker, Started, WorkerSpec};
 use super::{MAX_CONFLICT_RETRIES, Manager, SessionView};
 use crate::clock::micros_of;
 use crate::domain::filter::{self, SourceKind};
@@ -508,15 +508,17 @@ impl Manager {
 
     /// [`automatic`](Self::automatic) from `row`, the session as the caller last
     /// wrote it: tried first without reading it again (read again only after a
-    /// lost race).
+    /// lost race). The runs in `starts` are recorded in the first write, whether
+    /// or not it wins (alone if the event does not apply).
     pub(super) async fn automatic_from(
         &self,
         row: SessionRow,
         event: Event,
         reason: &str,
+        starts: Vec<Started>,
     ) -> Result<Option<SessionRow>> {
         let id = row.model.id.clone();
-        self.automatic_with(&id, Some(row), event, reason, self.now(), |_| true)
+        self.automatic_with(&id, Some(row), event, reason, self.now(), |_| true, starts)
             .await
     }
 
@@ -531,10 +533,11 @@ impl Manager {
         now: i64,
         applies: impl Fn(&SessionRow) -> bool,
     ) -> Result<Option<SessionRow>> {
-        self.automatic_with(id, None, event, reason, now, applies)
+        self.automatic_with(id, None, event, reason, now, applies, Vec::new())
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn automatic_with(
         &self,
         id: &str,
@@ -543,19 +546,24 @@ impl Manager {
         reason: &str,
         now: i64,
         applies: impl Fn(&SessionRow) -> bool,
+        mut starts: Vec<Started>,
     ) -> Result<Option<SessionRow>> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let (row, fresh) = match known.take() {
                 Some(row) => (row, false),
                 None => match self.store.get_session(id).await? {
                     Some(row) => (row, true),
-                    None => return Ok(None),
+                    None => {
+                        self.write_starts(starts).await?;
+                        return Ok(None);
+                    }
                 },
             };
             let from = state_of(&row)?;
             let to = on_event(from, event).filter(|_| applies(&row));
             let Some(to) = to else {
                 if fresh {
+                    self.write_starts(starts).await?;
                     return Ok(None);
                 }
                 // The caller's copy may be stale: decide on the stored row.
@@ -570,7 +578,14 @@ impl Manager {
                 now,
                 self.settings.retention,
             );
-            match self.store.write_session(&row, &new, vec![stored]).await? {
+            // The runs are recorded by this write even if the session's row lost
+            // a race; their exit slots are held until it is done.
+            let (workers, _exit_slots) = Started::into_writes(std::mem::take(&mut starts));
+            match self
+                .store
+                .write_session_with(&row, &new, vec![stored], workers)
+                .await?
+            {
                 Write::Done(written) => {
                     tracing::info!(session_id = %id, ?event, %from, %to, reason, "automatic transition");
                     return Ok(Some(written));
@@ -578,6 +593,7 @@ impl Manager {
                 Write::Conflict => continue,
             }
         }
+        self.write_starts(starts).await?;
         Err(Error::Aborted {
             message: format!("session {id} kept changing; automatic transition {event:?} given up"),
         })

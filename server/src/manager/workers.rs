@@ -11,7 +11,7 @@ use crate::domain::names::{self, Ref, validate_display_name};
 use crate::domain::state::{Event, State};
 use crate::error::{Error, Result, not_in_state};
 use crate::store::entities::worker;
-use crate::store::{EventKind, EventPayload, NewEvent, SessionRow};
+use crate::store::{EventKind, EventPayload, NewEvent, SessionRow, WorkerWrites};
 use crate::supervisor::{
     ExitInfo, Program, ReplayFrom, SignalTarget, SpawnSpec, Subscription, WindowSize, WorkerHandle,
 };
@@ -68,6 +68,49 @@ pub struct Attachment {
     pub replay_end: u64,
     /// Agent workers: their activity, for `WorkerUpdate` frames.
     pub activity: Option<tokio::sync::watch::Receiver<crate::agent::ActivityState>>,
+}
+
+/// A run whose process is started and whose row does not say so yet: the row as
+/// read and as it is to be written (RUNNING, its pid), with its WORKER_STARTED
+/// event. It holds the worker's exit slot (see `Manager::recorded_exits`), so the
+/// run's exit, seen by the exit listener or a stopper, is recorded only after its
+/// start: write it soon ([`Manager::write_starts`], or with the session's next
+/// state), and before waiting for anything that records exits.
+pub(super) struct Started {
+    pub(super) handle: WorkerHandle,
+    old: worker::Model,
+    pub(super) row: worker::Model,
+    event: NewEvent,
+    /// When the process started (µs since the epoch).
+    time: i64,
+    exit_slot: tokio::sync::OwnedMutexGuard<u64>,
+}
+
+impl Started {
+    /// The rows and events of `starts` as one write, and the exit slots to hold
+    /// until it is done.
+    pub(super) fn into_writes(
+        starts: Vec<Started>,
+    ) -> (WorkerWrites, Vec<tokio::sync::OwnedMutexGuard<u64>>) {
+        let mut writes = WorkerWrites::default();
+        let mut slots = Vec::with_capacity(starts.len());
+        for started in starts {
+            writes.time = writes.time.max(started.time);
+            writes.rows.push((started.old, started.row));
+            writes.events.push(started.event);
+            slots.push(started.exit_slot);
+        }
+        (writes, slots)
+    }
+}
+
+/// What [`Manager::spawn_all`] started.
+pub(super) struct Launched {
+    /// The terminals' runs, still to be recorded.
+    pub(super) pending: Vec<Started>,
+    /// Every worker's row as its start wrote (or will write) it; `None` when some
+    /// row is known only by reading it (an agent's).
+    pub(super) rows: Option<Vec<worker::Model>>,
 }
 
 /// Most arguments of a terminal command, and bytes per argument.
@@ -589,8 +632,12 @@ impl Manager {
         });
         // A worker that cannot start fails the session (spawn_all records why).
         let id = row.model.id.clone();
-        if let Some(started) = self.spawn_all(&row, &workers, &separator).await? {
-            match self.automatic_from(row, Event::Ready, ready_reason).await? {
+        if let Some(launched) = self.spawn_all(&row, &workers, &separator).await? {
+            let started = launched.rows;
+            match self
+                .automatic_from(row, Event::Ready, ready_reason, launched.pending)
+                .await?
+            {
                 None => {
                     // Another transition won (a concurrent stop): end what we started.
                     let current = self.store.get_session(&id).await?;
@@ -627,25 +674,50 @@ impl Manager {
     /// Spawns `workers` of `row` in order; a worker that ran before continues its
     /// scrollback after `separator`. On the first worker that cannot start, stops
     /// those already started, fails the session (ERROR, within the retry budget;
-    /// see `fail`) with the reason, and returns `None`. Otherwise returns
-    /// `Some(rows)`: every worker's row as its start wrote it, or `Some(None)` when
-    /// some row is not known without reading it (an agent's).
+    /// see `fail`) with the reason, and returns `None`. Otherwise returns what
+    /// started: the terminals' runs still to be recorded (the caller writes them,
+    /// with the session's next state when it can) and every worker's row as it
+    /// will be.
     pub(super) async fn spawn_all(
         &self,
         row: &SessionRow,
         workers: &[worker::Model],
         separator: &str,
-    ) -> Result<Option<Option<Vec<worker::Model>>>> {
-        let mut written = Vec::with_capacity(workers.len());
+    ) -> Result<Option<Launched>> {
+        let mut pending = Vec::new();
+        let mut rows = Some(Vec::with_capacity(workers.len()));
         for model in workers {
             let separator = if model.start_time.is_some() {
                 separator
             } else {
                 ""
             };
-            match self.spawn_worker(row, model, separator).await {
-                Ok(row) => written.push(row),
+            let started = if model.kind == worker_kind::AGENT {
+                // An agent's start writes its rows itself and can take seconds (a
+                // resume is verified): the runs started so far are recorded first.
+                self.write_starts(std::mem::take(&mut pending)).await?;
+                self.spawn_agent(row, model, separator, super::agents::StartCause::Client)
+                    .await
+                    .map(|_| None)
+            } else {
+                self.spawn_terminal(row, model, separator)
+                    .await
+                    .map(|started| {
+                        let written = started.row.clone();
+                        pending.push(started);
+                        Some(written)
+                    })
+            };
+            match started {
+                Ok(Some(written)) => {
+                    if let Some(rows) = &mut rows {
+                        rows.push(written);
+                    }
+                }
+                // An agent's row is known only by reading it.
+                Ok(None) => rows = None,
                 Err(reason) => {
+                    self.write_starts(pending).await?;
                     self.stop_workers(&row.model.id, self.settings.stop_grace)
                         .await?;
                     self.fail(&row.model.id, &reason).await?;
@@ -653,7 +725,7 @@ impl Manager {
                 }
             }
         }
-        Ok(Some(written.into_iter().collect()))
+        Ok(Some(Launched { pending, rows }))
     }
 
     /// Starts one worker's process and returns its row as written (`None` for an
@@ -672,6 +744,22 @@ impl Manager {
                 .await
                 .map(|_| None);
         }
+        let started = self.spawn_terminal(row, model, separator).await?;
+        let written = started.row.clone();
+        self.write_starts(vec![started])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some(written))
+    }
+
+    /// Starts a terminal worker's process; its row is left to the caller (see
+    /// [`Started`]). On failure marks it FAILED and returns the reason.
+    async fn spawn_terminal(
+        &self,
+        row: &SessionRow,
+        model: &worker::Model,
+        separator: &str,
+    ) -> std::result::Result<Started, String> {
         let command: Vec<String> = serde_json::from_str(&model.command).unwrap_or_default();
         let extra_env: BTreeMap<String, String> =
             serde_json::from_str(&model.env).unwrap_or_default();
@@ -699,9 +787,8 @@ impl Manager {
             &self.server_id,
             &extra_env,
         );
-        self.start_process(row, model, program, env, separator, None, String::new())
+        self.spawn_process(row, model, program, env, separator, None, String::new())
             .await
-            .map(|(_, written)| Some(written))
     }
 
     /// Starts `program` as a run of worker `model` and records it (RUNNING, pid,
@@ -719,6 +806,50 @@ impl Manager {
         agent_session_id: Option<String>,
         reason: String,
     ) -> std::result::Result<(WorkerHandle, worker::Model), String> {
+        let started = self
+            .spawn_process(
+                row,
+                model,
+                program,
+                env,
+                separator,
+                agent_session_id,
+                reason,
+            )
+            .await?;
+        let handle = started.handle.clone();
+        let written = started.row.clone();
+        self.write_starts(vec![started])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((handle, written))
+    }
+
+    /// Records runs started by [`spawn_process`](Self::spawn_process), in one
+    /// transaction, and lets their exits be recorded.
+    pub(super) async fn write_starts(&self, starts: Vec<Started>) -> Result<()> {
+        if starts.is_empty() {
+            return Ok(());
+        }
+        let (writes, _exit_slots) = Started::into_writes(starts);
+        self.store.update_workers(writes).await
+    }
+
+    /// Starts `program` as a run of worker `model`: the [`Started`] run, whose row
+    /// (RUNNING, pid, WORKER_STARTED with `reason`, and `agent_session_id` when
+    /// given) the caller writes. On failure marks the worker FAILED and returns
+    /// the reason.
+    #[allow(clippy::too_many_arguments)]
+    async fn spawn_process(
+        &self,
+        row: &SessionRow,
+        model: &worker::Model,
+        program: Program,
+        env: Vec<(String, String)>,
+        separator: &str,
+        agent_session_id: Option<String>,
+        reason: String,
+    ) -> std::result::Result<Started, String> {
         let session_id = parse_id(&row.model.id).map_err(|e| e.to_string())?;
         let worker_id = parse_id(&model.id).map_err(|e| e.to_string())?;
         // After a server restart the worker continues its stored scrollback.
@@ -750,6 +881,9 @@ impl Manager {
         } else {
             None
         };
+        // Taken before the process exists: its exit cannot be recorded before the
+        // start is (the row would say RUNNING after its exit).
+        let exit_slot = self.exit_slot(worker_id).lock_owned().await;
         let started = match refusal {
             Some(err) => Err(err.to_string()),
             None => self
@@ -789,13 +923,17 @@ impl Manager {
                         ..Default::default()
                     },
                 );
-                self.store
-                    .update_worker(model, &new, now, vec![event])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok((handle, new))
+                Ok(Started {
+                    handle,
+                    old: model.clone(),
+                    row: new,
+                    event,
+                    time: now,
+                    exit_slot,
+                })
             }
             Err(err) => {
+                drop(exit_slot);
                 let reason = format!(
                     "worker {:?} ({}): {err}",
                     model.display_name,
@@ -805,6 +943,16 @@ impl Manager {
                 Err(reason)
             }
         }
+    }
+
+    /// Worker `worker_id`'s exit slot (see `Manager::recorded_exits`).
+    fn exit_slot(&self, worker_id: Uuid) -> std::sync::Arc<tokio::sync::Mutex<u64>> {
+        self.recorded_exits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(worker_id)
+            .or_default()
+            .clone()
     }
 
     /// Marks a worker that could not start FAILED with `reason`.
@@ -918,16 +1066,10 @@ impl Manager {
         exit: &ExitInfo,
         stopped: bool,
     ) -> Result<Option<(worker::Model, worker::Model)>> {
-        let slot = self
-            .recorded_exits
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(worker_id)
-            .or_default()
-            .clone();
         // Held until the row is written: whoever comes second waits, and then finds
         // the exit recorded in the store (a stopper reads the row right after).
-        let mut last = slot.lock().await;
+        // A start holds it too, until the run's row is written.
+        let mut last = self.exit_slot(worker_id).lock_owned().await;
         if *last >= generation {
             return Ok(None);
         }
