@@ -779,6 +779,41 @@ async fn a_worker_that_exits_at_once_is_recorded_exited_after_its_start() {
     server.stop().await;
 }
 
+/// What the server keeps in memory per worker goes with the worker: after cycles
+/// of create → start → stop → delete, and a worker removed from a running
+/// session, no exit slot is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_workers_leave_nothing_behind_in_memory() {
+    let server = TestServer::start().await;
+    let manager = server.server.as_ref().unwrap().manager().clone();
+    for cycle in 0..3 {
+        let session = format!("cycle-{cycle}");
+        create_with_workers(&server, &session, &[("a", &["sleep", "1000"]), ("b", &[])]).await;
+        must(&server, &session, Action::Start).await;
+        assert_eq!(manager.exit_slots(), 2, "one slot per started worker");
+        must(&server, &session, Action::Stop).await;
+        must(&server, &session, Action::Delete).await;
+        assert_eq!(manager.exit_slots(), 0, "cycle {cycle}");
+    }
+    create_with_workers(
+        &server,
+        "kept",
+        &[("a", &["sleep", "1000"]), ("b", &["sleep", "1000"])],
+    )
+    .await;
+    must(&server, "kept", Action::Start).await;
+    server
+        .workers
+        .clone()
+        .delete_worker(pb::DeleteWorkerRequest {
+            name: "sessions/kept/workers/a".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(manager.exit_slots(), 1, "the running worker keeps its slot");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_the_last_running_worker_stops_the_session() {
     let server = TestServer::start().await;

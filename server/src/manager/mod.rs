@@ -156,7 +156,8 @@ pub struct Manager {
     /// stopper and by the exit listener is recorded once. The map is behind a std
     /// mutex (only looked up, never held across an `.await`); each worker's slot is
     /// a tokio mutex held while its exit is written, so the second to come waits
-    /// for the first's write.
+    /// for the first's write, and by a start from before its spawn until its row
+    /// is written. A deleted worker's slot is dropped (`forget_worker`).
     recorded_exits: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<u64>>>>,
     shutdown: CancellationToken,
     /// Agent profiles and the live state of agent workers.

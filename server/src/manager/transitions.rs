@@ -56,7 +56,7 @@ impl Manager {
         let workers = self.store.list_workers(session_id).await?;
         for worker in &workers {
             if let Ok(id) = Uuid::try_parse(&worker.id) {
-                self.supervisor.forget(id);
+                self.forget_worker(id);
                 if worker.kind == worker_kind::AGENT {
                     self.agents.forget(id);
                 }

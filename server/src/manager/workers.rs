@@ -422,7 +422,7 @@ impl Manager {
         self.store
             .delete_worker(&model.id, self.now(), vec![event])
             .await?;
-        self.supervisor.forget(id);
+        self.forget_worker(id);
         if model.kind == worker_kind::AGENT {
             self.forget_agent(&model).await?;
         }
@@ -945,7 +945,8 @@ impl Manager {
         }
     }
 
-    /// Worker `worker_id`'s exit slot (see `Manager::recorded_exits`).
+    /// Worker `worker_id`'s exit slot (see `Manager::recorded_exits`), made if
+    /// needed (before its first run is spawned).
     fn exit_slot(&self, worker_id: Uuid) -> std::sync::Arc<tokio::sync::Mutex<u64>> {
         self.recorded_exits
             .lock()
@@ -953,6 +954,40 @@ impl Manager {
             .entry(worker_id)
             .or_default()
             .clone()
+    }
+
+    /// [`exit_slot`](Self::exit_slot) of a worker the supervisor knows; `None`
+    /// once it was deleted ([`forget_worker`](Self::forget_worker) dropped both).
+    fn known_exit_slot(&self, worker_id: Uuid) -> Option<std::sync::Arc<tokio::sync::Mutex<u64>>> {
+        let mut slots = self
+            .recorded_exits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Looked up under the slots' lock, as `forget_worker` drops both under it.
+        self.supervisor.handle(worker_id)?;
+        Some(slots.entry(worker_id).or_default().clone())
+    }
+
+    /// Forgets a deleted worker: its ring, and its exit slot (so the server's
+    /// memory does not grow with every worker it ever ran). Its processes must be
+    /// gone and their exits recorded.
+    pub(super) fn forget_worker(&self, worker_id: Uuid) {
+        let mut slots = self
+            .recorded_exits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.supervisor.forget(worker_id);
+        slots.remove(&worker_id);
+    }
+
+    /// How many workers' exit slots this server holds: one per worker it started
+    /// that is not deleted (for tests and introspection; see
+    /// `Manager::recorded_exits`).
+    pub fn exit_slots(&self) -> usize {
+        self.recorded_exits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Marks a worker that could not start FAILED with `reason`.
@@ -1066,10 +1101,15 @@ impl Manager {
         exit: &ExitInfo,
         stopped: bool,
     ) -> Result<Option<(worker::Model, worker::Model)>> {
+        // A deleted worker's exit (one the listener is told of after the delete)
+        // has nothing left to record it in.
+        let Some(slot) = self.known_exit_slot(worker_id) else {
+            return Ok(None);
+        };
         // Held until the row is written: whoever comes second waits, and then finds
         // the exit recorded in the store (a stopper reads the row right after).
         // A start holds it too, until the run's row is written.
-        let mut last = self.exit_slot(worker_id).lock_owned().await;
+        let mut last = slot.lock_owned().await;
         if *last >= generation {
             return Ok(None);
         }
