@@ -495,8 +495,8 @@ impl Manager {
                 model: model.model.clone(),
             }
         });
-        let handle = match self
-            .start_process(
+        let started = match self
+            .spawn_process(
                 row,
                 model,
                 Program::Argv(argv),
@@ -507,6 +507,10 @@ impl Manager {
             )
             .await
         {
+            Ok(started) => self.record_start(started).await,
+            Err(reason) => Err(reason),
+        };
+        let handle = match started {
             Ok((handle, _)) => handle,
             Err(reason) => {
                 runtime.end_verify();

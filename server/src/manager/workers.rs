@@ -745,10 +745,7 @@ impl Manager {
                 .map(|_| None);
         }
         let started = self.spawn_terminal(row, model, separator).await?;
-        let written = started.row.clone();
-        self.write_starts(vec![started])
-            .await
-            .map_err(|e| e.to_string())?;
+        let (_, written) = self.record_start(started).await?;
         Ok(Some(written))
     }
 
@@ -791,32 +788,12 @@ impl Manager {
             .await
     }
 
-    /// Starts `program` as a run of worker `model` and records it (RUNNING, pid,
-    /// WORKER_STARTED with `reason`); `agent_session_id`, when given, is stored
-    /// with it. Returns the run's handle and the row as written. On failure marks
-    /// the worker FAILED and returns the reason.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn start_process(
+    /// Records one run started by [`spawn_process`](Self::spawn_process) at once;
+    /// returns its handle and its row as written.
+    pub(super) async fn record_start(
         &self,
-        row: &SessionRow,
-        model: &worker::Model,
-        program: Program,
-        env: Vec<(String, String)>,
-        separator: &str,
-        agent_session_id: Option<String>,
-        reason: String,
+        started: Started,
     ) -> std::result::Result<(WorkerHandle, worker::Model), String> {
-        let started = self
-            .spawn_process(
-                row,
-                model,
-                program,
-                env,
-                separator,
-                agent_session_id,
-                reason,
-            )
-            .await?;
         let handle = started.handle.clone();
         let written = started.row.clone();
         self.write_starts(vec![started])
@@ -840,7 +817,7 @@ impl Manager {
     /// given) the caller writes. On failure marks the worker FAILED and returns
     /// the reason.
     #[allow(clippy::too_many_arguments)]
-    async fn spawn_process(
+    pub(super) async fn spawn_process(
         &self,
         row: &SessionRow,
         model: &worker::Model,
