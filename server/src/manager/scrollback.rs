@@ -185,12 +185,11 @@ async fn persist_run(
             next = subscription.next(policy.bytes), if !full => match next {
                 Next::Data { offset, data } => {
                     batch.push(offset, &data, policy);
-                    if batch.data.len() >= policy.bytes && Instant::now() >= batch.earliest {
-                        let ended = batch.drain(&mut subscription, &worker_id, policy);
-                        batch.write(store, clock, &worker_id, policy).await;
-                        if ended {
-                            return;
-                        }
+                    if batch.data.len() >= policy.bytes
+                        && Instant::now() >= batch.earliest
+                        && batch.flush(&mut subscription, store, clock, &worker_id, policy).await
+                    {
+                        return;
                     }
                 }
                 Next::Skipped { to, .. } => batch.skip_to(&worker_id, to),
@@ -200,9 +199,7 @@ async fn persist_run(
                 }
             },
             () = sleep_until(wake), if wake.is_some() => {
-                let ended = batch.drain(&mut subscription, &worker_id, policy);
-                batch.write(store, clock, &worker_id, policy).await;
-                if ended {
+                if batch.flush(&mut subscription, store, clock, &worker_id, policy).await {
                     return;
                 }
             }
@@ -272,6 +269,21 @@ impl Batch {
                 None => return false,
             }
         }
+    }
+
+    /// Takes what the ring holds ([`drain`](Self::drain)) and writes it. Returns
+    /// true when the run ended and everything of it is written.
+    async fn flush(
+        &mut self,
+        subscription: &mut Subscription,
+        store: &Store,
+        clock: &dyn Clock,
+        worker_id: &str,
+        policy: FlushPolicy,
+    ) -> bool {
+        let ended = self.drain(subscription, worker_id, policy);
+        self.write(store, clock, worker_id, policy).await;
+        ended
     }
 
     /// Writes the batch (retrying a little), then starts an empty one after it.
