@@ -162,6 +162,16 @@ async fn must(server: &TestServer, session: &str, action: Action) -> pb::Session
     }
 }
 
+/// DeleteWorker of `name` (`sessions/<session>/workers/<worker>`), which must succeed.
+async fn delete_worker(server: &TestServer, name: &str) {
+    server
+        .workers
+        .clone()
+        .delete_worker(pb::DeleteWorkerRequest { name: name.into() })
+        .await
+        .unwrap();
+}
+
 /// Creates a quick session with the given terminal workers (`(name, argv)`; an
 /// empty argv runs the test shell).
 async fn create_with_workers(
@@ -672,14 +682,7 @@ async fn workers_exit_on_their_own_and_come_and_go_while_active() {
         .into_inner();
     assert_eq!(added.state(), pb::worker::State::Running);
     assert_eq!(comm(added.pid), "sleep");
-    server
-        .workers
-        .clone()
-        .delete_worker(pb::DeleteWorkerRequest {
-            name: "sessions/multi/workers/extra".into(),
-        })
-        .await
-        .unwrap();
+    delete_worker(&server, "sessions/multi/workers/extra").await;
     assert!(is_gone(added.pid));
     let session = server.get_session("multi").await;
     assert_state(&session, State::Active);
@@ -802,14 +805,7 @@ async fn deleted_workers_leave_nothing_behind_in_memory() {
     )
     .await;
     must(&server, "kept", Action::Start).await;
-    server
-        .workers
-        .clone()
-        .delete_worker(pb::DeleteWorkerRequest {
-            name: "sessions/kept/workers/a".into(),
-        })
-        .await
-        .unwrap();
+    delete_worker(&server, "sessions/kept/workers/a").await;
     assert_eq!(manager.exit_slots(), 1, "the running worker keeps its slot");
     server.stop().await;
 }
@@ -819,14 +815,7 @@ async fn removing_the_last_running_worker_stops_the_session() {
     let server = TestServer::start().await;
     create_with_workers(&server, "solo", &[("only", &["sleep", "1000"])]).await;
     let started = server.start_session("solo").await;
-    server
-        .workers
-        .clone()
-        .delete_worker(pb::DeleteWorkerRequest {
-            name: "sessions/solo/workers/only".into(),
-        })
-        .await
-        .unwrap();
+    delete_worker(&server, "sessions/solo/workers/only").await;
     assert!(is_gone(started.workers[0].pid));
     let session = server.get_session("solo").await;
     assert_state(&session, State::Stopped);
