@@ -5,9 +5,9 @@
 //! write readiness (only while input is queued), the child's pidfd, and the
 //! command channel. Reads loop until the master would block (or 64 KiB were read),
 //! so a busy program produces few, large ring chunks and one wake-up per batch.
-//! While every attached client is more than half a ring behind, the master is not
-//! read (flow control, see the module doc of `supervisor`), for at most
-//! [`CLIENT_WAIT`] at a time.
+//! While an attached client that is still waited for is half a ring or more
+//! behind, the master is not read (flow control, see the module doc of
+//! `supervisor`), for a bounded time.
 //!
 //! Ending a run: the pidfd says the child exited → the status is collected →
 //! output is drained until the PTY reports EOF/EIO or the
@@ -29,7 +29,8 @@ use tokio::time::{Instant, sleep_until};
 
 use super::pty::Spawned;
 use super::{
-    CLIENT_WAIT, Command, ExitInfo, RunState, Shared, SupervisorEvent, lock, process, sys,
+    CLIENT_WAIT, Command, ExitInfo, RunState, Shared, SupervisorConfig, SupervisorEvent, lock,
+    process, sys,
 };
 
 /// Commands queued per worker before senders wait.
@@ -54,6 +55,8 @@ struct ActorState {
     events: mpsc::Sender<SupervisorEvent>,
     generation: u64,
     drain_timeout: Duration,
+    /// [`SupervisorConfig::straggler_wait`].
+    straggler_wait: Duration,
     pending_input: VecDeque<Bytes>,
     pending_bytes: usize,
     buffer: Vec<u8>,
@@ -70,12 +73,11 @@ struct ActorState {
 /// Flow control of the PTY reads by the attached clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flow {
-    /// Some client keeps up (or none is attached): read.
+    /// Every client still waited for keeps up (or none is attached): read.
     Free,
-    /// Every client is far behind: wait for progress until this instant.
+    /// Some client still waited for is far behind: wait for progress until this
+    /// instant.
     Holding(Instant),
-    /// The wait ran out: read, and let the clients skip, until one catches up.
-    Overrun,
 }
 
 impl Actor {
@@ -85,7 +87,7 @@ impl Actor {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<SupervisorEvent>,
         generation: u64,
-        drain_timeout: Duration,
+        config: &SupervisorConfig,
     ) -> io::Result<Actor> {
         let io_fd = spawned.io_fd.try_clone()?;
         let exit_fd = spawned.exit_fd.try_clone()?;
@@ -102,7 +104,8 @@ impl Actor {
                 spawned: Some(spawned),
                 events,
                 generation,
-                drain_timeout,
+                drain_timeout: config.drain_timeout,
+                straggler_wait: config.straggler_wait,
                 pending_input: VecDeque::new(),
                 pending_bytes: 0,
                 buffer: vec![0u8; READ_CHUNK],
@@ -202,32 +205,37 @@ impl ActorState {
         }
     }
 
-    /// Whether to leave the master unread for now: `Some(deadline)` while every
-    /// attached client is more than `hold_lag` bytes behind and the
-    /// wait for them has not run out.
+    /// Whether to leave the master unread for now: `Some(deadline)` while an
+    /// attached client that is still waited for is `hold_lag` bytes or more
+    /// behind and the wait for it has not run out. The wait is [`CLIENT_WAIT`]
+    /// when no client keeps up, the straggler wait ([`super::STRAGGLER_WAIT`] by
+    /// default) when another one does; when it
+    /// runs out, the clients still behind are left behind.
     fn hold(&mut self) -> Option<Instant> {
         let end = *self.shared.output.borrow();
-        let behind = self
-            .shared
-            .client_lag(end)
-            .is_some_and(|lag| lag >= self.hold_lag);
-        if !behind {
+        let lag = self.shared.client_lag(end, self.hold_lag);
+        if !lag.straggling {
             self.flow = Flow::Free;
             return None;
         }
         match self.flow {
             Flow::Free => {
-                let until = Instant::now() + CLIENT_WAIT;
+                let wait = if lag.keeping_up {
+                    self.straggler_wait
+                } else {
+                    CLIENT_WAIT
+                };
+                let until = Instant::now() + wait;
                 self.flow = Flow::Holding(until);
                 Some(until)
             }
             Flow::Holding(until) if Instant::now() < until => Some(until),
             Flow::Holding(_) => {
                 tracing::debug!(worker_id = %self.shared.worker_id, "attached clients fell behind: reading on");
-                self.flow = Flow::Overrun;
+                self.shared.leave_behind(end, self.hold_lag);
+                self.flow = Flow::Free;
                 None
             }
-            Flow::Overrun => None,
         }
     }
 

@@ -15,14 +15,19 @@
 //!   `watch` channel announces the new end offset. Each attached client owns a
 //!   [`Subscription`] with its own cursor and reads the ring at its own pace; a
 //!   client that falls behind the ring is told what it skipped and continues from
-//!   the oldest byte kept. The other clients never wait for it.
-//! - Flow control follows the *fastest* attached client: while every client is
-//!   more than half a ring behind, the actor stops reading the PTY (so the kernel
-//!   stops the program at its next write, as a terminal would), for at most
-//!   [`CLIENT_WAIT`] at a time. A client that makes no progress in that time is
-//!   left behind (it skips) and the program runs freely until some client catches
-//!   up again: one fast client reads everything, a slow one costs the program at
-//!   most one such wait, and with no client attached nothing waits at all.
+//!   the oldest byte kept. The program and the other clients wait for it at most
+//!   once (below).
+//! - Flow control waits, briefly, for clients that fall behind: while an attached
+//!   client is half a ring or more behind, the actor stops reading the PTY (so the
+//!   kernel stops the program at its next write, as a terminal would). The wait
+//!   is [`STRAGGLER_WAIT`] (5 ms) when another client keeps up, so a reader
+//!   that was descheduled for a moment (ten viewers of one flood on two cores)
+//!   catches up instead of skipping; it is [`CLIENT_WAIT`] (100 ms) when no
+//!   client keeps up. A client still behind when the wait runs out is *left
+//!   behind*: it skips, flow control no longer waits for it, and it is waited
+//!   for again once it is less than half a ring behind. So one fast client reads
+//!   everything, a slow one costs the program one such wait, and with no client
+//!   attached nothing waits at all.
 //! - Child exit and PTY EOF are separate events: the exit status is published only
 //!   after the output is drained, so clients see every byte before the exit.
 //! - The ring outlives a run of the process: a worker restarted (Resume, Restart)
@@ -54,9 +59,16 @@ pub use exit::ExitInfo;
 pub use pty::{Program, SpawnError, SpawnSpec, WindowSize};
 pub use ring::{Read, Scrollback};
 
-/// How long the PTY may go unread while waiting for the fastest attached client
-/// to make progress; after that the program runs on and slow clients skip.
+/// How long the PTY may go unread while no attached client keeps up (all are
+/// half a ring or more behind); after that the program runs on and those
+/// clients skip.
 pub const CLIENT_WAIT: Duration = Duration::from_millis(100);
+
+/// How long the PTY may go unread for clients that fell half a ring behind
+/// while another client keeps up; after that they are left behind and skip.
+/// Long enough for a reader that was briefly descheduled, short enough that a
+/// slow client costs the others little.
+pub const STRAGGLER_WAIT: Duration = Duration::from_millis(5);
 
 /// Settings of the supervisor.
 #[derive(Clone, Debug)]
@@ -66,6 +78,9 @@ pub struct SupervisorConfig {
     /// After the process exits, how long to keep reading output that is still
     /// arriving before reporting the exit.
     pub drain_timeout: Duration,
+    /// How long the PTY may go unread for clients that fell half a ring behind
+    /// while another client keeps up ([`STRAGGLER_WAIT`] by default).
+    pub straggler_wait: Duration,
 }
 
 impl Default for SupervisorConfig {
@@ -73,6 +88,7 @@ impl Default for SupervisorConfig {
         SupervisorConfig {
             scrollback_bytes: 1 << 20,
             drain_timeout: Duration::from_millis(500),
+            straggler_wait: STRAGGLER_WAIT,
         }
     }
 }
@@ -153,7 +169,7 @@ struct Shared {
     size: Mutex<WindowSize>,
     attached: AtomicU32,
     /// The read position of each attached client (for flow control).
-    cursors: Mutex<Vec<Arc<AtomicU64>>>,
+    cursors: Mutex<Vec<Arc<ClientCursor>>>,
     /// Signalled when a client's read position moves or a client leaves.
     progress: Notify,
     /// Set while the worker's processes are suspended by [`WorkerHandle::pause`].
@@ -187,15 +203,51 @@ impl Shared {
         }
     }
 
-    /// How far the most advanced attached client is behind `end`, in bytes;
-    /// `None` when no client is attached.
-    fn client_lag(&self, end: u64) -> Option<u64> {
-        lock(&self.cursors)
-            .iter()
-            .map(|cursor| cursor.load(Ordering::Relaxed))
-            .max()
-            .map(|furthest| end.saturating_sub(furthest))
+    /// Where the attached clients stand against `end`, the ring's end offset:
+    /// clients that were left behind and are now less than `hold_lag` bytes
+    /// behind are taken back into step first.
+    fn client_lag(&self, end: u64, hold_lag: u64) -> ClientLag {
+        let mut lag = ClientLag::default();
+        for cursor in lock(&self.cursors).iter() {
+            let behind = end.saturating_sub(cursor.position.load(Ordering::Relaxed)) >= hold_lag;
+            if !behind {
+                cursor.left_behind.store(false, Ordering::Relaxed);
+                lag.keeping_up = true;
+            } else if !cursor.left_behind.load(Ordering::Relaxed) {
+                lag.straggling = true;
+            }
+        }
+        lag
     }
+
+    /// Leaves behind every client `hold_lag` bytes or more behind `end`: flow
+    /// control stops waiting for them until they catch up.
+    fn leave_behind(&self, end: u64, hold_lag: u64) {
+        for cursor in lock(&self.cursors).iter() {
+            if end.saturating_sub(cursor.position.load(Ordering::Relaxed)) >= hold_lag {
+                cursor.left_behind.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// An attached client's read position, as the actor's flow control sees it.
+#[derive(Debug)]
+struct ClientCursor {
+    /// Absolute offset of the next byte the client gets.
+    position: AtomicU64,
+    /// Set when flow control gave up waiting for this client; cleared when it is
+    /// less than half a ring behind again.
+    left_behind: AtomicBool,
+}
+
+/// What flow control sees of the attached clients (see [`Shared::client_lag`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ClientLag {
+    /// Some client is less than half a ring behind.
+    keeping_up: bool,
+    /// Some client that is still waited for is half a ring or more behind.
+    straggling: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -327,7 +379,7 @@ impl Supervisor {
             receiver,
             self.events.clone(),
             generation,
-            self.config.drain_timeout,
+            &self.config,
         )
         .map_err(|e| SpawnError::Pty(format!("registering the PTY with the runtime: {e}")))?;
         self.tasks.spawn(actor.run());
@@ -557,7 +609,10 @@ impl WorkerHandle {
         };
         let position = client.then(|| {
             self.shared.attached.fetch_add(1, Ordering::Relaxed);
-            let position = Arc::new(AtomicU64::new(start));
+            let position = Arc::new(ClientCursor {
+                position: AtomicU64::new(start),
+                left_behind: AtomicBool::new(false),
+            });
             lock(&self.shared.cursors).push(position.clone());
             position
         });
@@ -673,7 +728,7 @@ pub struct Subscription {
     generation: u64,
     /// For an attached client (counted in the worker's attached clients): its
     /// cursor as the actor's flow control sees it.
-    position: Option<Arc<AtomicU64>>,
+    position: Option<Arc<ClientCursor>>,
 }
 
 impl Subscription {
@@ -693,7 +748,7 @@ impl Subscription {
     fn advance(&mut self, cursor: u64) {
         self.cursor = cursor;
         if let Some(position) = &self.position {
-            position.store(cursor, Ordering::Relaxed);
+            position.position.store(cursor, Ordering::Relaxed);
             self.shared.progress.notify_one();
         }
     }
@@ -757,5 +812,120 @@ impl Drop for Subscription {
             lock(&self.shared.cursors).retain(|p| !Arc::ptr_eq(p, position));
             self.shared.progress.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTPUT_BYTES: u64 = 4 << 20;
+
+    /// Ring of the tests: half of it plus one 64 KiB read of the PTY fits in it,
+    /// so a client at the hold threshold is not overrun by the read after it.
+    const RING_BYTES: usize = 256 << 10;
+
+    /// A supervisor with a [`RING_BYTES`] ring, and a worker that writes
+    /// [`OUTPUT_BYTES`] zero bytes once it reads a line.
+    async fn flood(straggler_wait: Duration) -> (Arc<Supervisor>, WorkerHandle) {
+        let (events, _) = mpsc::channel(16);
+        let supervisor = Supervisor::new(
+            SupervisorConfig {
+                scrollback_bytes: RING_BYTES,
+                straggler_wait,
+                ..SupervisorConfig::default()
+            },
+            events,
+        );
+        let script = format!("stty raw -echo; read _; head -c {OUTPUT_BYTES} /dev/zero");
+        let spec = SpawnSpec {
+            program: Program::Argv(vec!["/bin/sh".into(), "-c".into(), script]),
+            cwd: std::env::temp_dir(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            size: WindowSize::default(),
+        };
+        let worker = supervisor
+            .start(Uuid::new_v4(), Uuid::new_v4(), spec, "")
+            .await
+            .unwrap();
+        (supervisor, worker)
+    }
+
+    /// What one client read: bytes of the flood, and bytes skipped.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Received {
+        zeros: u64,
+        skipped: u64,
+    }
+
+    /// Reads until the run ends, sleeping `pause` after each frame.
+    async fn read_all(mut subscription: Subscription, pause: Duration) -> Received {
+        let mut received = Received::default();
+        loop {
+            match subscription.next(16 << 10).await {
+                Next::Data { data, .. } => {
+                    received.zeros += data.iter().filter(|b| **b == 0).count() as u64;
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                Next::Skipped { from, to } => received.skipped += to - from,
+                Next::Exited(_) => return received,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_lags_for_moments_beside_a_fast_one_misses_nothing() {
+        // A straggler wait far above the lagging client's pauses, so only a
+        // broken flow control (one that follows the fastest client) makes it skip.
+        let (_supervisor, worker) = flood(Duration::from_secs(10)).await;
+        let (fast, _, _) = worker.subscribe(ReplayFrom::All).unwrap();
+        let (lagging, _, _) = worker.subscribe(ReplayFrom::All).unwrap();
+        let fast = tokio::spawn(read_all(fast, Duration::ZERO));
+        let lagging = tokio::spawn(read_all(lagging, Duration::from_millis(2)));
+        worker.write(Bytes::from_static(b"\n")).await.unwrap();
+        let within = Duration::from_secs(60);
+        let fast = tokio::time::timeout(within, fast).await.unwrap().unwrap();
+        let lagging = tokio::time::timeout(within, lagging)
+            .await
+            .unwrap()
+            .unwrap();
+        let all = Received {
+            zeros: OUTPUT_BYTES,
+            skipped: 0,
+        };
+        assert_eq!(fast, all);
+        assert_eq!(lagging, all);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_is_left_behind_and_the_program_runs_on() {
+        let (_supervisor, worker) = flood(Duration::from_millis(50)).await;
+        let (fast, _, _) = worker.subscribe(ReplayFrom::All).unwrap();
+        let (mut stalled, _, _) = worker.subscribe(ReplayFrom::All).unwrap();
+        let fast = tokio::spawn(read_all(fast, Duration::ZERO));
+        worker.write(Bytes::from_static(b"\n")).await.unwrap();
+        // The program ends although one client never reads: flow control gave up
+        // on it, and the fast client got everything.
+        let fast = tokio::time::timeout(Duration::from_secs(60), fast)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            fast,
+            Received {
+                zeros: OUTPUT_BYTES,
+                skipped: 0
+            }
+        );
+        // The stalled client is told what it missed, then gets the rest.
+        match stalled.next(16 << 10).await {
+            Next::Skipped { from, to } => assert!(from == 0 && to > 0, "{from}..{to}"),
+            other => panic!("expected a skip, got {other:?}"),
+        }
+        let rest = read_all(stalled, Duration::ZERO).await;
+        assert_eq!(rest.skipped, 0);
+        assert!(rest.zeros <= RING_BYTES as u64, "{rest:?}");
     }
 }
