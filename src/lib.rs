@@ -24,6 +24,18 @@ pub mod pb {
     tonic::include_proto!("corral.v1");
 }
 
+/// The largest HTTP/2 frame a Corral client should accept, in bytes (1 MiB): set it
+/// with `tonic::transport::Endpoint::max_frame_size`.
+///
+/// HTTP/2's default, 16 KiB (`SETTINGS_MAX_FRAME_SIZE`, RFC 9113 §6.5.2), makes
+/// the server split every 32 KiB `output` message of `WorkerService.Attach` into
+/// DATA frames of 16 KiB, each its own write on the socket. Accepting larger
+/// frames halves those writes: with ten clients of one flood the server used
+/// 7–26 % less CPU and the slowest client read faster (`BENCHMARKS.md`,
+/// fan-out). The bundled CLI and the bench use it; clients in other languages
+/// work with the default.
+pub const CLIENT_MAX_FRAME_BYTES: u32 = 1 << 20;
+
 /// The encoded `google.protobuf.FileDescriptorSet` of `corral.v1` and the well-known
 /// types it imports, for gRPC server reflection and dynamic (JSON) encoding.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("corral_descriptor");

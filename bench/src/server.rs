@@ -387,11 +387,13 @@ pub fn cpu_seconds(pid: i32) -> Result<f64> {
     Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
 }
 
-/// A new channel (its own TCP connection, `TCP_NODELAY`) to corrald at `addr`,
+/// A new channel (its own TCP connection, `TCP_NODELAY`, frames up to
+/// [`corral::CLIENT_MAX_FRAME_BYTES`]) to corrald at `addr`,
 /// driven by the runtime this is called on.
 pub async fn connect(addr: SocketAddr) -> Result<Channel> {
     Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
+        .max_frame_size(corral::CLIENT_MAX_FRAME_BYTES)
         .connect()
         .await
         .with_context(|| format!("connecting to corrald at {addr}"))

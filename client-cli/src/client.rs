@@ -197,6 +197,7 @@ impl Clients {
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
+            .max_frame_size(corral::CLIENT_MAX_FRAME_BYTES)
     }
 
     /// Connects over the Unix socket at `path` (HTTP/2 without TLS; the URI is a
