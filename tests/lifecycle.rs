@@ -810,6 +810,40 @@ async fn deleted_workers_leave_nothing_behind_in_memory() {
     server.stop().await;
 }
 
+/// A worker deleted as soon as its flood ended (a client saw the exit) leaves
+/// nothing writing its scrollback: its persister's last batch, still being
+/// written, used to fail on the deleted row's foreign key and be retried and
+/// logged as an error for half a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_deleted_right_after_its_exit_leaves_nothing_writing() {
+    let server = TestServer::start().await;
+    let manager = server.server.as_ref().unwrap().manager().clone();
+    let flood = "read _; head -c 4000000 /dev/zero";
+    create_with_workers(
+        &server,
+        "flood",
+        &[("a", &["sh", "-c", flood]), ("b", &["sleep", "1000"])],
+    )
+    .await;
+    let started = must(&server, "flood", Action::Start).await;
+    let a = started
+        .workers
+        .iter()
+        .find(|w| w.display_name == "a")
+        .map(|w| uuid::Uuid::parse_str(&w.id).unwrap())
+        .unwrap();
+    let mut client = server.attach("sessions/flood/workers/a", None, None).await;
+    client.input(b"\n").await;
+    client.until_end().await.unwrap();
+    assert!(client.exit().is_some());
+    delete_worker(&server, "sessions/flood/workers/a").await;
+    assert!(
+        !manager.is_persisting(a),
+        "a deleted worker's scrollback is still being written"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_the_last_running_worker_stops_the_session() {
     let server = TestServer::start().await;

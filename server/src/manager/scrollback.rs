@@ -126,6 +126,31 @@ impl Persisters {
         current.insert(worker_id, (generation, task));
     }
 
+    /// Stops persisting worker `worker_id` (being deleted): its persister is
+    /// cancelled, and its output not yet written is dropped with the worker. Once
+    /// this returns, nothing writes the worker's scrollback, so deleting its row
+    /// cannot race a write (which failed on the foreign key and was logged as an
+    /// error after two retries).
+    pub async fn cancel(&self, worker_id: Uuid) {
+        let task = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&worker_id);
+        if let Some((_, task)) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Whether a persister of worker `worker_id` is running (for tests).
+    pub fn is_persisting(&self, worker_id: Uuid) -> bool {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(&worker_id)
+    }
+
     /// Waits (at most `timeout`) until every persister has written its last batch.
     /// Call after every worker was stopped.
     pub async fn drain(&self, timeout: Duration) {

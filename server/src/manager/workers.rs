@@ -413,6 +413,7 @@ impl Manager {
             self.record_exit(&model, handle.run().generation, &exit, true)
                 .await?;
         }
+        self.persisters.cancel(id).await;
         let event = NewEvent::worker(
             EventKind::WorkerDeleted,
             &model.session_id,
@@ -955,6 +956,12 @@ impl Manager {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.supervisor.forget(worker_id);
         slots.remove(&worker_id);
+    }
+
+    /// Whether the scrollback of worker `worker_id` is being persisted (a run of
+    /// it is live or writing its last batch); for tests and introspection.
+    pub fn is_persisting(&self, worker_id: Uuid) -> bool {
+        self.persisters.is_persisting(worker_id)
     }
 
     /// How many workers' exit slots this server holds: one per worker it started
