@@ -12,9 +12,18 @@ use std::process::Command;
 use common::TestServer;
 
 /// A Python interpreter with the client's dependencies.
+///
+/// nextest runs each test in its own process, so two tests can get here at once:
+/// an exclusive lock on `pyenv.lock` lets one of them build the virtualenv while
+/// the others wait, then find it ready.
 fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyenv");
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let venv = tmp.join("pyenv");
     let python = venv.join("bin/python");
+    let lock = std::fs::File::create(tmp.join("pyenv.lock")).expect("create pyenv.lock");
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno)
+        .expect("flock pyenv.lock");
     let ready = |python: &Path| {
         Command::new(python)
             .args(["-c", "import grpc, grpc_reflection, google.protobuf"])
@@ -48,16 +57,15 @@ fn python() -> PathBuf {
     python
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_client_uses_reflection_to_list_and_read_sessions() {
+/// Runs `tests/python/{script}` with `args` and returns the JSON it prints.
+async fn run_python(script: &str, args: &[&str]) -> serde_json::Value {
     let python = tokio::task::spawn_blocking(python).await.unwrap();
-    let server = TestServer::start().await;
-    let created = server.create_session("from-rust").await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/reflection_client.py");
-    let addr = server.addr.to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
     let output = tokio::process::Command::new(&python)
         .arg(&script)
-        .arg(&addr)
+        .args(args)
         .output()
         .await
         .expect("run the Python client");
@@ -66,8 +74,14 @@ async fn python_client_uses_reflection_to_list_and_read_sessions() {
         "python client failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let seen: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("JSON from the client");
+    serde_json::from_slice(&output.stdout).expect("JSON from the client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_uses_reflection_to_list_and_read_sessions() {
+    let server = TestServer::start().await;
+    let created = server.create_session("from-rust").await;
+    let seen = run_python("reflection_client.py", &[&server.addr.to_string()]).await;
     let services: Vec<&str> = seen["services"]
         .as_array()
         .unwrap()
@@ -91,5 +105,37 @@ async fn python_client_uses_reflection_to_list_and_read_sessions() {
         serde_json::json!(["START", "DELETE"])
     );
     assert_eq!(seen["missing"], "NOT_FOUND");
+    server.stop().await;
+}
+
+/// A client in another language (grpcio, API from reflection) attaches, types a
+/// command and reads its large output whole and in order, then the exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_attaches_and_reads_a_large_output_whole() {
+    let server = TestServer::start().await;
+    server.create_session("py-attach").await;
+    server.start_session("py-attach").await;
+    let seen = run_python(
+        "attach_client.py",
+        &[
+            &server.addr.to_string(),
+            "sessions/py-attach",
+            "stty -echo; seq 1 60000; exit 7\n",
+        ],
+    )
+    .await;
+    let output = seen["output"].as_str().unwrap().replace("\r\n", "\n");
+    let expected: String = (1..=60000).map(|n| format!("{n}\n")).collect();
+    assert!(
+        output.contains(&expected),
+        "the output of seq is not whole ({} bytes received)",
+        output.len()
+    );
+    assert_eq!(seen["contiguous"], true);
+    assert_eq!(
+        seen["kinds"],
+        serde_json::json!(["attached", "output", "exit"])
+    );
+    assert_eq!(seen["exit_code"], 7);
     server.stop().await;
 }
