@@ -569,6 +569,54 @@ async fn variables_that_stop_an_agent_from_starting_are_unset() {
     server.stop().await;
 }
 
+/// Claude Code keeps its transcripts under `CLAUDE_CONFIG_DIR` when that is set
+/// (people with several accounts set it): Corral reads them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcripts_under_claude_config_dir_are_read() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config_path = config_dir.path().to_str().unwrap().to_owned();
+    let server = TestServer::start_with(
+        |config| {
+            use_fake_claude(config, "");
+            config
+                .worker_env
+                .push(("CLAUDE_CONFIG_DIR".into(), config_path.clone()));
+        },
+        None,
+    )
+    .await;
+    let session = started_agent_session(&server, "elsewhere").await;
+    let agent_session_id = match &session.workers[0].spec {
+        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
+        other => panic!("not an agent: {other:?}"),
+    };
+    send(&server, "elsewhere", "where are you").await.unwrap();
+    wait_message(
+        &server,
+        "elsewhere",
+        Role::Assistant,
+        "You said: where are you",
+    )
+    .await;
+    let default_place = transcript_path(&server, &session.work_dir, &agent_session_id);
+    assert!(
+        !default_place.exists(),
+        "{default_place:?} should not exist"
+    );
+    let file = default_place.file_name().unwrap();
+    let slug = default_place.parent().unwrap().file_name().unwrap();
+    assert!(
+        config_dir
+            .path()
+            .join("projects")
+            .join(slug)
+            .join(file)
+            .exists(),
+        "the transcript is under CLAUDE_CONFIG_DIR"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_switches_conversations_is_followed() {
     let server = agent_server().await;

@@ -73,7 +73,11 @@ class Agent:
             sys.exit(1)
         self.cwd = os.getcwd()
         slug = re.sub(r"[^A-Za-z0-9]", "-", self.cwd)
-        self.dir = os.path.join(os.environ.get("HOME", "/tmp"), ".claude", "projects", slug)
+        # Like Claude Code: CLAUDE_CONFIG_DIR (when set and not empty) replaces ~/.claude.
+        config = os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(
+            os.environ.get("HOME", "/tmp"), ".claude"
+        )
+        self.dir = os.path.join(config, "projects", slug)
         self.history = []
         self.turns = 0
         self.resumed = False

@@ -20,9 +20,16 @@
 //! ```
 //!
 //! Templates in arguments and paths: `{session_id}` (the agent's conversation id),
-//! `{model}`, `{home}` (the worker's `HOME`), `{cwd}` (the session's directory) and
+//! `{model}`, `{home}` (the worker's `HOME`), `{cwd}` (the session's directory),
 //! `{cwd_slug}` (the directory as Claude Code names its project folder: every
-//! character that is not an ASCII letter or digit replaced by `-`).
+//! character that is not an ASCII letter or digit replaced by `-`) and
+//! `{env:NAME}` (variable `NAME` of the agent's environment).
+//!
+//! `transcript.dir` may be a list of templates: the first one whose `{env:NAME}`
+//! variables are all set (and not empty) is used, and the last may use none. The
+//! built-in `claude` profile looks in `{env:CLAUDE_CONFIG_DIR}/projects/{cwd_slug}`
+//! before `{home}/.claude/projects/{cwd_slug}`, as Claude Code itself does;
+//! `codex` in `{env:CODEX_HOME}/sessions` before `{home}/.codex/sessions`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -78,10 +85,33 @@ struct RawProfile {
 #[serde(deny_unknown_fields)]
 struct RawTranscript {
     format: String,
-    dir: String,
+    dir: OneOrMany,
     file: String,
     #[serde(default)]
     recursive: bool,
+}
+
+/// A string, or a list of them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for OneOrMany {
+    fn default() -> Self {
+        OneOrMany::One(String::new())
+    }
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -173,13 +203,31 @@ impl TranscriptFormat {
 pub struct TranscriptSpec {
     /// How its lines are read.
     pub format: TranscriptFormat,
-    /// Directory template (`{home}/.claude/projects/{cwd_slug}`).
-    pub dir: String,
+    /// Directory templates (`{env:CLAUDE_CONFIG_DIR}/projects/{cwd_slug}`,
+    /// `{home}/.claude/projects/{cwd_slug}`): the first whose `{env:NAME}`
+    /// variables are all set is used; the last uses none. See [`Self::dir`].
+    pub dirs: Vec<String>,
     /// File name template with `{session_id}`; `*` matches anything
     /// (`rollout-*-{session_id}.jsonl`).
     pub file: String,
     /// Look in subdirectories of `dir` too (Codex files by date).
     pub recursive: bool,
+}
+
+impl TranscriptSpec {
+    /// The directory the transcripts are in, for `vars`: the first of
+    /// [`dirs`](Self::dirs) whose `{env:NAME}` variables are all set and not
+    /// empty in `vars.env`, expanded.
+    pub fn dir(&self, vars: &Vars<'_>) -> PathBuf {
+        let chosen = self
+            .dirs
+            .iter()
+            .find(|template| env_names(template).all(|name| !vars.var(name).is_empty()))
+            .or(self.dirs.last())
+            .map(String::as_str)
+            .unwrap_or_default();
+        PathBuf::from(expand(chosen, vars))
+    }
 }
 
 /// An extra argument a client may pass.
@@ -264,6 +312,26 @@ pub struct Vars<'a> {
     pub home: &'a str,
     /// `{cwd}`: the session's directory (also gives `{cwd_slug}`).
     pub cwd: &'a str,
+    /// `{env:NAME}`: the agent's environment, as `(NAME, value)` pairs.
+    pub env: &'a [(String, String)],
+}
+
+impl Vars<'_> {
+    /// Variable `name` of [`env`](Self::env); empty when it is not set.
+    pub fn var(&self, name: &str) -> &str {
+        self.env
+            .iter()
+            .find(|(key, _)| key == name)
+            .map_or("", |(_, value)| value.as_str())
+    }
+}
+
+/// The names of the `{env:NAME}` placeholders of `template`.
+fn env_names(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split("{env:")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
 }
 
 /// Claude Code's name for the project folder of `cwd`: every character that is
@@ -277,17 +345,50 @@ pub fn cwd_slug(cwd: &str) -> String {
         .collect()
 }
 
-/// Fills the templates of `template`.
+/// Fills the placeholders of `template` in one pass (a value is never expanded
+/// again); an `{env:NAME}` that is not set becomes empty, and anything else in
+/// braces is kept as it is.
 pub fn expand(template: &str, vars: &Vars<'_>) -> String {
-    template
-        .replace("{session_id}", vars.session_id)
-        .replace("{model}", vars.model)
-        .replace("{home}", vars.home)
-        .replace("{cwd_slug}", &cwd_slug(vars.cwd))
-        .replace("{cwd}", vars.cwd)
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let from = &rest[start..];
+        let Some(end) = from.find('}') else {
+            rest = from;
+            break;
+        };
+        let placeholder = &from[..=end];
+        match placeholder {
+            "{session_id}" => out.push_str(vars.session_id),
+            "{model}" => out.push_str(vars.model),
+            "{home}" => out.push_str(vars.home),
+            "{cwd}" => out.push_str(vars.cwd),
+            "{cwd_slug}" => out.push_str(&cwd_slug(vars.cwd)),
+            _ => match placeholder
+                .strip_prefix("{env:")
+                .and_then(|p| p.strip_suffix('}'))
+            {
+                Some(name) => out.push_str(vars.var(name)),
+                None => out.push_str(placeholder),
+            },
+        }
+        rest = &from[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 const PLACEHOLDERS: &[&str] = &["{session_id}", "{model}", "{home}", "{cwd}", "{cwd_slug}"];
+
+/// Whether `name` is a valid environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 
 /// Checks that `template` uses only known placeholders.
 fn check_template(field: &str, template: &str) -> Result<(), String> {
@@ -297,9 +398,16 @@ fn check_template(field: &str, template: &str) -> Result<(), String> {
             return Err(format!("{field}: unclosed '{{' in {template:?}"));
         };
         let placeholder = &rest[start..start + len + 1];
-        if !PLACEHOLDERS.contains(&placeholder) {
+        let env_name = placeholder
+            .strip_prefix("{env:")
+            .and_then(|p| p.strip_suffix('}'));
+        let known = match env_name {
+            Some(name) => is_env_name(name),
+            None => PLACEHOLDERS.contains(&placeholder),
+        };
+        if !known {
             return Err(format!(
-                "{field}: unknown placeholder {placeholder} in {template:?} (known: {})",
+                "{field}: unknown placeholder {placeholder} in {template:?} (known: {}, {{env:NAME}})",
                 PLACEHOLDERS.join(", ")
             ));
         }
@@ -351,7 +459,19 @@ impl Profile {
                         t.format
                     ))
                 })?;
-                check_template(&at("transcript.dir"), &t.dir)?;
+                let dirs = t.dir.into_vec();
+                for dir in &dirs {
+                    check_template(&at("transcript.dir"), dir)?;
+                }
+                match dirs.last() {
+                    None => return Err(at("transcript.dir must not be an empty list")),
+                    Some(last) if env_names(last).next().is_some() => {
+                        return Err(at(
+                            "the last of transcript.dir must not use {env:NAME}: it is the one used when no variable is set",
+                        ));
+                    }
+                    Some(_) => {}
+                }
                 check_template(&at("transcript.file"), &t.file)?;
                 if !t.file.contains("{session_id}") || t.file.contains('/') {
                     return Err(at(
@@ -360,7 +480,7 @@ impl Profile {
                 }
                 Some(TranscriptSpec {
                     format,
-                    dir: t.dir,
+                    dirs,
                     file: t.file,
                     recursive: t.recursive,
                 })
@@ -585,9 +705,7 @@ impl Profile {
 
     /// The transcript directory for these values.
     pub fn transcript_dir(&self, vars: &Vars<'_>) -> Option<PathBuf> {
-        self.transcript
-            .as_ref()
-            .map(|t| PathBuf::from(expand(&t.dir, vars)))
+        self.transcript.as_ref().map(|t| t.dir(vars))
     }
 }
 
@@ -682,6 +800,7 @@ mod tests {
             model: "",
             home: "/home/me",
             cwd: "/srv/my_app.v2",
+            env: &[],
         }
     }
 
@@ -863,5 +982,92 @@ resume_args = ["--thread", "{session_id}"]
             dir,
             PathBuf::from("/home/me/.claude/projects/-srv-my-app-v2")
         );
+    }
+
+    #[test]
+    fn transcript_dirs_follow_the_agents_config_variables() {
+        let profiles = Profiles::builtin();
+        let env = [
+            (
+                "CLAUDE_CONFIG_DIR".to_owned(),
+                "/srv/claude-work".to_owned(),
+            ),
+            ("CODEX_HOME".to_owned(), "/srv/codex".to_owned()),
+        ];
+        let with_env = Vars {
+            env: &env,
+            ..vars()
+        };
+        let dir = |name: &str, vars: &Vars<'_>| profiles.get(name).unwrap().transcript_dir(vars);
+        assert_eq!(
+            dir("claude", &with_env),
+            Some(PathBuf::from("/srv/claude-work/projects/-srv-my-app-v2"))
+        );
+        assert_eq!(
+            dir("codex", &with_env),
+            Some(PathBuf::from("/srv/codex/sessions"))
+        );
+        assert_eq!(
+            dir("codex", &vars()),
+            Some(PathBuf::from("/home/me/.codex/sessions"))
+        );
+        // Set but empty counts as not set (as the agents treat it).
+        let empty = [("CLAUDE_CONFIG_DIR".to_owned(), String::new())];
+        assert_eq!(
+            dir(
+                "claude",
+                &Vars {
+                    env: &empty,
+                    ..vars()
+                }
+            ),
+            Some(PathBuf::from("/home/me/.claude/projects/-srv-my-app-v2"))
+        );
+    }
+
+    #[test]
+    fn expansion_is_one_pass() {
+        let env = [("X".to_owned(), "{home}".to_owned())];
+        let vars = Vars {
+            session_id: "{cwd}",
+            env: &env,
+            ..vars()
+        };
+        assert_eq!(
+            expand(
+                "{home}/{env:X}/{session_id}/{env:UNSET}/{cwd_slug}/{other}/{",
+                &vars
+            ),
+            "/home/me/{home}/{cwd}//-srv-my-app-v2/{other}/{"
+        );
+    }
+
+    #[test]
+    fn transcript_dir_lists_are_checked() {
+        let profile = |dir: &str| {
+            format!(
+                "[profiles.x]\ncommand = \"a\"\n[profiles.x.transcript]\nformat = \"claude-jsonl\"\nfile = \"{{session_id}}.jsonl\"\ndir = {dir}\n"
+            )
+        };
+        for (dir, want) in [
+            ("[]", "empty list"),
+            ("[\"{env:X}/a\"]", "last of transcript.dir"),
+            ("[\"{env:1X}/a\", \"/b\"]", "unknown placeholder"),
+        ] {
+            let err = Profiles::from_sources(Some(&profile(dir))).unwrap_err();
+            assert!(err.contains(want), "{dir}: {err}");
+        }
+        let ok =
+            Profiles::from_sources(Some(&profile("[\"{env:X_DIR}/a\", \"{home}/b\"]"))).unwrap();
+        let env = [("X_DIR".to_owned(), "/x".to_owned())];
+        let x = ok.get("x").unwrap();
+        assert_eq!(
+            x.transcript_dir(&Vars {
+                env: &env,
+                ..vars()
+            }),
+            Some(PathBuf::from("/x/a"))
+        );
+        assert_eq!(x.transcript_dir(&vars()), Some(PathBuf::from("/home/me/b")));
     }
 }

@@ -516,7 +516,7 @@ fn matching_files(
 /// Claude Code shortened a long directory name) the newest matching file.
 /// Blocking.
 pub fn locate(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<PathBuf> {
-    let dir = PathBuf::from(expand(&spec.dir, vars));
+    let dir = spec.dir(vars);
     let name = expand(&spec.file, vars);
     if !name.contains('*') {
         let path = dir.join(&name);
@@ -553,7 +553,7 @@ pub fn locate(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<PathBuf> {
 /// has no wildcard (Claude Code); used to restore a transcript that is gone.
 pub fn expected_path(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<PathBuf> {
     let name = expand(&spec.file, vars);
-    (!name.contains('*')).then(|| PathBuf::from(expand(&spec.dir, vars)).join(name))
+    (!name.contains('*')).then(|| spec.dir(vars).join(name))
 }
 
 /// The newest transcript in the profile's directory modified at or after `since`,
@@ -566,7 +566,7 @@ pub fn newest_since(
     since: SystemTime,
     exclude: &[PathBuf],
 ) -> Option<(PathBuf, String)> {
-    let dir = PathBuf::from(expand(&spec.dir, vars));
+    let dir = spec.dir(vars);
     let pattern = file_pattern(spec, vars)?;
     let mut candidates: Vec<(PathBuf, SystemTime)> = matching_files(&dir, &pattern, spec.recursive)
         .into_iter()
@@ -754,7 +754,7 @@ mod tests {
     fn file_patterns_capture_the_id() {
         let spec = TranscriptSpec {
             format: TranscriptFormat::CodexJsonl,
-            dir: "{home}/.codex/sessions".into(),
+            dirs: vec!["{home}/.codex/sessions".into()],
             file: "rollout-*-{session_id}.jsonl".into(),
             recursive: true,
         };

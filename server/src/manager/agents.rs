@@ -104,6 +104,8 @@ pub fn checkpoint_name(session_id: &str, worker_id: &str, version: i64) -> Strin
 struct Place {
     home: String,
     cwd: String,
+    /// The agent's environment (for `{env:NAME}`).
+    env: Arc<[(String, String)]>,
 }
 
 impl Place {
@@ -113,6 +115,7 @@ impl Place {
             model: "",
             home: &self.home,
             cwd: &self.cwd,
+            env: &self.env,
         }
     }
 }
@@ -280,6 +283,7 @@ impl Manager {
                 .or_else(|| std::env::var("HOME").ok())
                 .unwrap_or_else(|| "/".into()),
             cwd: row.model.work_dir.clone(),
+            env: env.clone().into(),
         };
         let command = profile.command.clone();
         let path = lookup("PATH");
