@@ -326,6 +326,13 @@ impl Vars<'_> {
     }
 }
 
+/// `NAME` when `placeholder` (braces included) is `{env:NAME}`.
+fn env_placeholder(placeholder: &str) -> Option<&str> {
+    placeholder
+        .strip_prefix("{env:")
+        .and_then(|p| p.strip_suffix('}'))
+}
+
 /// The names of the `{env:NAME}` placeholders of `template`.
 fn env_names(template: &str) -> impl Iterator<Item = &str> {
     template
@@ -365,10 +372,7 @@ pub fn expand(template: &str, vars: &Vars<'_>) -> String {
             "{home}" => out.push_str(vars.home),
             "{cwd}" => out.push_str(vars.cwd),
             "{cwd_slug}" => out.push_str(&cwd_slug(vars.cwd)),
-            _ => match placeholder
-                .strip_prefix("{env:")
-                .and_then(|p| p.strip_suffix('}'))
-            {
+            _ => match env_placeholder(placeholder) {
                 Some(name) => out.push_str(vars.var(name)),
                 None => out.push_str(placeholder),
             },
@@ -398,10 +402,7 @@ fn check_template(field: &str, template: &str) -> Result<(), String> {
             return Err(format!("{field}: unclosed '{{' in {template:?}"));
         };
         let placeholder = &rest[start..start + len + 1];
-        let env_name = placeholder
-            .strip_prefix("{env:")
-            .and_then(|p| p.strip_suffix('}'));
-        let known = match env_name {
+        let known = match env_placeholder(placeholder) {
             Some(name) => is_env_name(name),
             None => PLACEHOLDERS.contains(&placeholder),
         };

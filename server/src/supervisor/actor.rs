@@ -209,8 +209,8 @@ impl ActorState {
     /// attached client that is still waited for is `hold_lag` bytes or more
     /// behind and the wait for it has not run out. The wait is [`CLIENT_WAIT`]
     /// when no client keeps up, the straggler wait ([`super::STRAGGLER_WAIT`] by
-    /// default) when another one does; when it
-    /// runs out, the clients still behind are left behind.
+    /// default) when another one does; when it runs out, the clients still
+    /// behind are left behind.
     fn hold(&mut self) -> Option<Instant> {
         let end = *self.shared.output.borrow();
         let lag = self.shared.client_lag(end, self.hold_lag);

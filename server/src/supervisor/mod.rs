@@ -209,11 +209,13 @@ impl Shared {
     fn client_lag(&self, end: u64, hold_lag: u64) -> ClientLag {
         let mut lag = ClientLag::default();
         for cursor in lock(&self.cursors).iter() {
-            let behind = end.saturating_sub(cursor.position.load(Ordering::Relaxed)) >= hold_lag;
-            if !behind {
-                cursor.left_behind.store(false, Ordering::Relaxed);
+            let left_behind = cursor.left_behind.load(Ordering::Relaxed);
+            if !cursor.is_behind(end, hold_lag) {
+                if left_behind {
+                    cursor.left_behind.store(false, Ordering::Relaxed);
+                }
                 lag.keeping_up = true;
-            } else if !cursor.left_behind.load(Ordering::Relaxed) {
+            } else if !left_behind {
                 lag.straggling = true;
             }
         }
@@ -224,7 +226,7 @@ impl Shared {
     /// control stops waiting for them until they catch up.
     fn leave_behind(&self, end: u64, hold_lag: u64) {
         for cursor in lock(&self.cursors).iter() {
-            if end.saturating_sub(cursor.position.load(Ordering::Relaxed)) >= hold_lag {
+            if cursor.is_behind(end, hold_lag) {
                 cursor.left_behind.store(true, Ordering::Relaxed);
             }
         }
@@ -239,6 +241,13 @@ struct ClientCursor {
     /// Set when flow control gave up waiting for this client; cleared when it is
     /// less than half a ring behind again.
     left_behind: AtomicBool,
+}
+
+impl ClientCursor {
+    /// Whether the client is `hold_lag` bytes or more behind `end`.
+    fn is_behind(&self, end: u64, hold_lag: u64) -> bool {
+        end.saturating_sub(self.position.load(Ordering::Relaxed)) >= hold_lag
+    }
 }
 
 /// What flow control sees of the attached clients (see [`Shared::client_lag`]).
