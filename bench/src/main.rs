@@ -416,6 +416,9 @@ async fn run_throughput(bench: &Bench) -> Result<Vec<Row>> {
     row.corral = mib_per_s(&corral);
     row.raw = mib_per_s(&raw);
     row.tmux = mib_per_s(&tmux);
+    row.samples("corral", &corral, MIB);
+    row.samples("raw", &raw, MIB);
+    row.samples("tmux", &tmux, MIB);
     let vs_raw = ratio(row.corral, row.raw);
     let vs_tmux = ratio(row.corral, row.tmux);
     row.ratio = join([show_ratio(vs_raw, "raw"), show_ratio(vs_tmux, "tmux")]);
@@ -457,6 +460,9 @@ async fn run_fanout(bench: &Bench) -> Result<Vec<Row>> {
     );
     row.corral = mib_per_s(&slowest);
     row.tmux = mib_per_s(&tmux);
+    row.samples("corral", &slowest, MIB);
+    row.samples("single", &single, MIB);
+    row.samples("tmux", &tmux, MIB);
     let single = mib_per_s(&single);
     let vs_single = ratio(row.corral, single);
     row.ratio = join([show_ratio(vs_single, "single")]);
@@ -493,6 +499,8 @@ async fn run_slow_client(bench: &Bench) -> Result<Vec<Row>> {
         "≥ 0.9× single client",
     );
     rate.corral = mib_per_s(&fast);
+    rate.samples("corral", &fast, MIB);
+    rate.samples("single", &single, MIB);
     let single = mib_per_s(&single);
     let vs_single = ratio(rate.corral, single);
     rate.ratio = join([show_ratio(vs_single, "single")]);
@@ -517,6 +525,7 @@ async fn run_slow_client(bench: &Bench) -> Result<Vec<Row>> {
         &format!("≤ ring + 10 MiB = {limit:.0} MiB"),
     );
     rss.corral = median(&growth).map(|g| g / MIB);
+    rss.samples("corral", &growth, MIB);
     rss.pass = rss.corral.map(|g| g <= limit);
     rss.note("peak VmRSS of corrald during the run (sampled every 10 ms) minus VmRSS before");
     Ok(vec![rate, rss])
@@ -622,6 +631,7 @@ async fn run_lifecycle(
         "≥ 200/s",
     );
     row.corral = median(&sqlite);
+    row.samples("corral", &sqlite, 1.0);
     row.pass = row.corral.map(|r| r >= 200.0);
     row.note(step_note(&steps));
     rows.push(row);
@@ -658,6 +668,7 @@ async fn run_lifecycle(
             "≥ 100/s",
         );
         row.corral = median(&pg);
+        row.samples("corral", &pg, 1.0);
         row.pass = row.corral.map(|r| r >= 100.0);
         row.note(step_note(&steps));
         rows.push(row);

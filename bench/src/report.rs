@@ -1,5 +1,6 @@
 //! The results: one table for people, one JSON file for programs.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -29,6 +30,12 @@ pub struct Row {
     pub pass: Option<bool>,
     /// Anything a reader must know to read the figure.
     pub note: String,
+    /// Each repetition's figure, in `unit`, in the order they ran, by series
+    /// (`corral`, `raw`, `tmux`, or the reference the ratio is taken against,
+    /// e.g. `single`). Empty for figures measured once. JSON only: it shows how
+    /// far the repetitions spread on a shared machine.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub samples: BTreeMap<String, Vec<f64>>,
 }
 
 impl Row {
@@ -45,7 +52,18 @@ impl Row {
             target: target.into(),
             pass: None,
             note: String::new(),
+            samples: BTreeMap::new(),
         }
+    }
+
+    /// Records the repetitions of `series`, each divided by `scale` (e.g. bytes/s
+    /// → MiB/s); nothing when there are none (no tmux).
+    pub fn samples(&mut self, series: &str, values: &[f64], scale: f64) {
+        if values.is_empty() {
+            return;
+        }
+        self.samples
+            .insert(series.into(), values.iter().map(|v| v / scale).collect());
     }
 
     /// Adds a note (separated by `; ` from earlier ones).
