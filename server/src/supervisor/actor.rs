@@ -29,8 +29,8 @@ use tokio::time::{Instant, sleep_until};
 
 use super::pty::Spawned;
 use super::{
-    CLIENT_WAIT, Command, ExitInfo, RunState, Shared, SupervisorConfig, SupervisorEvent, lock,
-    process, sys,
+    CLIENT_WAIT, ClientLag, Command, ExitInfo, RunState, Shared, SupervisorConfig, SupervisorEvent,
+    lock, process, sys,
 };
 
 /// Commands queued per worker before senders wait.
@@ -75,9 +75,53 @@ struct ActorState {
 enum Flow {
     /// Every client still waited for keeps up (or none is attached): read.
     Free,
-    /// Some client still waited for is far behind: wait for progress until this
-    /// instant.
+    /// Some client still waited for has been far behind since this instant: wait
+    /// for progress until the wait that applies (see [`flow_step`]) runs out.
     Holding(Instant),
+}
+
+/// What flow control does next (see [`flow_step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FlowStep {
+    /// Read the PTY.
+    Read,
+    /// Leave the PTY unread until this instant (or until a client moves).
+    Hold(Instant),
+    /// The wait ran out: leave the clients still behind behind, and read.
+    GiveUp,
+}
+
+/// Flow control's decision at `now`, in state `flow`, for clients standing as
+/// `lag`; returns the next state and the step. A hold lasts from its start for
+/// the wait that applies *now*: `straggler_wait` while another client keeps up,
+/// [`CLIENT_WAIT`] while none does. So a hold that began while every client was
+/// behind shrinks to the straggler wait as soon as one of them catches up, and a
+/// reader that stopped for good costs the others at most the straggler wait
+/// after that.
+fn flow_step(
+    flow: Flow,
+    lag: ClientLag,
+    now: Instant,
+    straggler_wait: Duration,
+) -> (Flow, FlowStep) {
+    if !lag.straggling {
+        return (Flow::Free, FlowStep::Read);
+    }
+    let since = match flow {
+        Flow::Free => now,
+        Flow::Holding(since) => since,
+    };
+    let wait = if lag.keeping_up {
+        straggler_wait
+    } else {
+        CLIENT_WAIT
+    };
+    let until = since + wait;
+    if now < until {
+        (Flow::Holding(since), FlowStep::Hold(until))
+    } else {
+        (Flow::Free, FlowStep::GiveUp)
+    }
 }
 
 impl Actor {
@@ -208,32 +252,23 @@ impl ActorState {
     /// Whether to leave the master unread for now: `Some(deadline)` while an
     /// attached client that is still waited for is `hold_lag` bytes or more
     /// behind and the wait for it has not run out. The wait is [`CLIENT_WAIT`]
-    /// when no client keeps up, the straggler wait ([`super::STRAGGLER_WAIT`] by
-    /// default) when another one does; when it runs out, the clients still
-    /// behind are left behind.
+    /// while no client keeps up, the straggler wait ([`super::STRAGGLER_WAIT`] by
+    /// default) while another one does (see [`flow_step`]); when it runs out, the
+    /// clients still behind are left behind.
     fn hold(&mut self) -> Option<Instant> {
         let end = *self.shared.output.borrow();
         let lag = self.shared.client_lag(end, self.hold_lag);
-        if !lag.straggling {
-            self.flow = Flow::Free;
-            return None;
+        let (flow, step) = flow_step(self.flow, lag, Instant::now(), self.straggler_wait);
+        if self.flow == Flow::Free && flow != Flow::Free {
+            tracing::debug!(worker_id = %self.shared.worker_id, keeping_up = lag.keeping_up, "an attached client fell behind: holding the PTY");
         }
-        match self.flow {
-            Flow::Free => {
-                let wait = if lag.keeping_up {
-                    self.straggler_wait
-                } else {
-                    CLIENT_WAIT
-                };
-                let until = Instant::now() + wait;
-                self.flow = Flow::Holding(until);
-                Some(until)
-            }
-            Flow::Holding(until) if Instant::now() < until => Some(until),
-            Flow::Holding(_) => {
+        self.flow = flow;
+        match step {
+            FlowStep::Read => None,
+            FlowStep::Hold(until) => Some(until),
+            FlowStep::GiveUp => {
                 tracing::debug!(worker_id = %self.shared.worker_id, "attached clients fell behind: reading on");
                 self.shared.leave_behind(end, self.hold_lag);
-                self.flow = Flow::Free;
                 None
             }
         }
@@ -390,4 +425,92 @@ impl ActorState {
 
 async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     tokio::task::spawn_blocking(f).await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRAGGLER: Duration = Duration::from_millis(5);
+
+    fn lag(keeping_up: bool, straggling: bool) -> ClientLag {
+        ClientLag {
+            keeping_up,
+            straggling,
+        }
+    }
+
+    #[test]
+    fn reads_while_nobody_waited_for_is_behind() {
+        let now = Instant::now();
+        for flow in [Flow::Free, Flow::Holding(now)] {
+            for keeping_up in [false, true] {
+                assert_eq!(
+                    flow_step(flow, lag(keeping_up, false), now, STRAGGLER),
+                    (Flow::Free, FlowStep::Read)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_hold_waits_for_a_straggler_briefly_and_for_everyone_longer() {
+        let now = Instant::now();
+        assert_eq!(
+            flow_step(Flow::Free, lag(true, true), now, STRAGGLER),
+            (Flow::Holding(now), FlowStep::Hold(now + STRAGGLER))
+        );
+        assert_eq!(
+            flow_step(Flow::Free, lag(false, true), now, STRAGGLER),
+            (Flow::Holding(now), FlowStep::Hold(now + CLIENT_WAIT))
+        );
+        let later = now + Duration::from_millis(3);
+        assert_eq!(
+            flow_step(Flow::Holding(now), lag(true, true), later, STRAGGLER),
+            (Flow::Holding(now), FlowStep::Hold(now + STRAGGLER)),
+            "the deadline counts from the hold's start"
+        );
+    }
+
+    #[test]
+    fn a_hold_gives_up_when_its_wait_runs_out() {
+        let now = Instant::now();
+        assert_eq!(
+            flow_step(
+                Flow::Holding(now),
+                lag(true, true),
+                now + STRAGGLER,
+                STRAGGLER
+            ),
+            (Flow::Free, FlowStep::GiveUp)
+        );
+        assert_eq!(
+            flow_step(
+                Flow::Holding(now),
+                lag(false, true),
+                now + CLIENT_WAIT,
+                STRAGGLER
+            ),
+            (Flow::Free, FlowStep::GiveUp)
+        );
+    }
+
+    #[test]
+    fn a_long_hold_shrinks_to_the_straggler_wait_once_a_client_catches_up() {
+        // Every client was behind when the hold began (a long wait), then one
+        // caught up: the one still behind is a straggler now, and the program
+        // must not wait the long wait for it.
+        let now = Instant::now();
+        let (flow, _) = flow_step(Flow::Free, lag(false, true), now, STRAGGLER);
+        let caught_up = now + Duration::from_millis(2);
+        assert_eq!(
+            flow_step(flow, lag(true, true), caught_up, STRAGGLER),
+            (Flow::Holding(now), FlowStep::Hold(now + STRAGGLER))
+        );
+        let after = now + Duration::from_millis(10);
+        assert_eq!(
+            flow_step(flow, lag(true, true), after, STRAGGLER),
+            (Flow::Free, FlowStep::GiveUp)
+        );
+    }
 }

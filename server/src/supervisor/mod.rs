@@ -22,9 +22,11 @@
 //!   kernel stops the program at its next write, as a terminal would). The wait
 //!   is [`STRAGGLER_WAIT`] (5 ms) when another client keeps up, so a reader
 //!   that was descheduled for a moment (ten viewers of one flood on two cores)
-//!   catches up instead of skipping; it is [`CLIENT_WAIT`] (100 ms) when no
-//!   client keeps up. A client still behind when the wait runs out is *left
-//!   behind*: it skips, flow control no longer waits for it, and it is waited
+//!   catches up instead of skipping; it is [`CLIENT_WAIT`] (100 ms) while no
+//!   client keeps up. Both count from the start of the hold, and the one that
+//!   applies is decided again whenever a client moves: a hold that began while
+//!   every client was behind ends 5 ms after its start once one catches up. A
+//!   client still behind when the wait runs out is *left behind*: it skips, flow control no longer waits for it, and it is waited
 //!   for again once it is less than half a ring behind. So one fast client reads
 //!   everything, a slow one costs the program one such wait, and with no client
 //!   attached nothing waits at all.
