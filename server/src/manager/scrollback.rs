@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -66,10 +67,22 @@ pub struct FlushPolicy {
 #[derive(Debug)]
 pub struct Persisters {
     policy: FlushPolicy,
-    /// Per worker: the run whose persister is the latest, and its task. A std
-    /// mutex: held only to swap entries, never across an `.await`.
-    current: Mutex<HashMap<Uuid, (u64, JoinHandle<()>)>>,
+    /// Per worker, its persisters that have not ended: the run of each and its
+    /// task (several when a run starts while the previous run's persister is
+    /// still writing its last batch), and when the newest one ends. A std mutex:
+    /// held only to swap entries, never across an `.await`.
+    live: Mutex<HashMap<Uuid, Runs>>,
     tasks: TaskTracker,
+}
+
+/// The live persisters of one worker.
+#[derive(Debug)]
+struct Runs {
+    /// Run (generation) and task of each, oldest first.
+    tasks: Vec<(u64, JoinHandle<()>)>,
+    /// Resolves (with an error: its sender is dropped) when the newest persister
+    /// ends, finished or aborted; the next run's persister waits for it.
+    newest_ended: oneshot::Receiver<()>,
 }
 
 impl Persisters {
@@ -77,9 +90,15 @@ impl Persisters {
     pub fn new(policy: FlushPolicy) -> Self {
         Persisters {
             policy,
-            current: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
         }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Runs>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Starts persisting run `generation` of the worker behind `handle`, after
@@ -94,14 +113,30 @@ impl Persisters {
         stored_end: Option<u64>,
     ) {
         let worker_id = handle.worker_id();
-        let mut current = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let previous = current.remove(&worker_id).map(|(_, task)| task);
+        let (ended, newest_ended) = oneshot::channel::<()>();
+        let mut live = self.live();
+        let previous_ended = match live.remove(&worker_id) {
+            Some(mut runs) => {
+                let previous = std::mem::replace(&mut runs.newest_ended, newest_ended);
+                live.insert(worker_id, runs);
+                Some(previous)
+            }
+            None => {
+                live.insert(
+                    worker_id,
+                    Runs {
+                        tasks: Vec::new(),
+                        newest_ended,
+                    },
+                );
+                None
+            }
+        };
         let persisters = Arc::clone(self);
         let task = self.tasks.spawn(async move {
-            if let Some(previous) = previous {
+            // Dropped when this task ends or is aborted: the next run goes on then.
+            let _ended = ended;
+            if let Some(previous) = previous_ended {
                 let _ = previous.await;
             }
             persist_run(
@@ -112,43 +147,41 @@ impl Persisters {
                 stored_end,
             )
             .await;
-            let mut current = persisters
-                .current
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if current
-                .get(&worker_id)
-                .is_some_and(|(g, _)| *g == generation)
-            {
-                current.remove(&worker_id);
+            let mut live = persisters.live();
+            if let Some(runs) = live.get_mut(&worker_id) {
+                runs.tasks.retain(|(g, _)| *g != generation);
+                if runs.tasks.is_empty() {
+                    live.remove(&worker_id);
+                }
             }
         });
-        current.insert(worker_id, (generation, task));
+        if let Some(runs) = live.get_mut(&worker_id) {
+            runs.tasks.push((generation, task));
+        }
     }
 
-    /// Stops persisting worker `worker_id` (being deleted): its persister is
+    /// Stops persisting worker `worker_id` (being deleted): its persisters, that
+    /// of the current run and any earlier one still writing its last batch, are
     /// cancelled, and its output not yet written is dropped with the worker. Once
     /// this returns, nothing writes the worker's scrollback, so deleting its row
     /// cannot race a write (which failed on the foreign key and was logged as an
     /// error after two retries).
     pub async fn cancel(&self, worker_id: Uuid) {
-        let task = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&worker_id);
-        if let Some((_, task)) = task {
+        let runs = self.live().remove(&worker_id);
+        let Some(runs) = runs else {
+            return;
+        };
+        for (_, task) in &runs.tasks {
             task.abort();
+        }
+        for (_, task) in runs.tasks {
             let _ = task.await;
         }
     }
 
     /// Whether a persister of worker `worker_id` is running (for tests).
     pub fn is_persisting(&self, worker_id: Uuid) -> bool {
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains_key(&worker_id)
+        self.live().contains_key(&worker_id)
     }
 
     /// Waits (at most `timeout`) until every persister has written its last batch.
@@ -466,6 +499,50 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::{Program, SpawnSpec, Supervisor, SupervisorConfig};
+
+    /// Cancelling a worker's persisters ends every one of them: the current
+    /// run's, and the previous run's that it waits for. Run 1's persister here
+    /// runs as long as its (still live) run; the cancel used to abort only run
+    /// 2's, leaving run 1's writing after the worker was deleted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancel_ends_the_persisters_of_earlier_runs_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let (events, _events) = tokio::sync::mpsc::channel(4);
+        let supervisor = Supervisor::new(SupervisorConfig::default(), events);
+        let spec = SpawnSpec {
+            program: Program::Argv(vec!["sleep".into(), "1000".into()]),
+            cwd: std::env::temp_dir(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            size: WindowSize::default(),
+        };
+        let handle = supervisor
+            .start(Uuid::new_v4(), Uuid::new_v4(), spec, "")
+            .await
+            .unwrap();
+        let persisters = Arc::new(Persisters::new(policy(1 << 20)));
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        for generation in [1, 2] {
+            persisters.start(
+                store.clone(),
+                clock.clone(),
+                handle.clone(),
+                generation,
+                Some(0),
+            );
+        }
+        assert_eq!(persisters.tasks.len(), 2);
+        persisters.cancel(handle.worker_id()).await;
+        assert!(!persisters.is_persisting(handle.worker_id()));
+        assert_eq!(
+            persisters.tasks.len(),
+            0,
+            "a persister of the deleted worker is still running"
+        );
+        handle.stop(Duration::ZERO).await;
+    }
 
     fn chunk(start: i64, data: &[u8]) -> scrollback_chunk::Model {
         scrollback_chunk::Model {
