@@ -207,3 +207,67 @@ async fn the_background_task_runs_on_its_interval() {
     assert!(get(&server, &session.id).await.unwrap().auto_archived);
     server.stop().await;
 }
+
+/// The output stored for worker `worker_id` (all of it), read through the store.
+async fn stored_output(server: &TestServer, worker_id: &str) -> String {
+    let store = server.server.as_ref().unwrap().manager().store();
+    let chunks = store
+        .load_scrollback(worker_id, u64::MAX >> 1, usize::MAX >> 1)
+        .await
+        .expect("stored scrollback");
+    chunks
+        .iter()
+        .map(|chunk| String::from_utf8_lossy(&chunk.data).into_owned())
+        .collect()
+}
+
+/// A deleted session's stored scrollback goes at the next retention pass, long
+/// before its tombstone; a stopped session's stays (it is replayed on resume).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_scrollback_of_a_deleted_session_goes_at_the_next_pass() {
+    let quiet = |config: &mut corral_server::Config| config.reaper_interval = 365 * DAY;
+    let server = TestServer::start_with(quiet, None).await;
+    let mut workers = Vec::new();
+    for name in ["kept", "gone"] {
+        server.create_session(name).await;
+        let session = server.start_session(name).await;
+        let mut client = server.attach(&format!("sessions/{name}"), None, None).await;
+        client.input(b"echo stored-$((6*7))\n").await;
+        client.expect("stored-42").await;
+        client.detach().await;
+        stop(&server, name).await;
+        let worker_id = session.workers[0].id.clone();
+        eventually("the output is stored", || {
+            let output = stored_output(&server, &worker_id);
+            async move { output.await.contains("stored-42") }
+        })
+        .await;
+        workers.push(worker_id);
+    }
+    let gone = server.get_session("gone").await;
+    server
+        .sessions
+        .clone()
+        .delete_session(pb::DeleteSessionRequest {
+            name: "sessions/gone".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete");
+    let manager = server.server.as_ref().unwrap().manager().clone();
+    let reaper = Reaper::new(manager.clone());
+    let pass = reaper.run_once(manager.now()).await;
+    assert_eq!(pass.failed_steps, 0);
+    assert!(pass.scrollback_rows_dropped > 0, "{pass:?}");
+    assert_eq!(stored_output(&server, &workers[1]).await, "");
+    assert!(
+        stored_output(&server, &workers[0])
+            .await
+            .contains("stored-42")
+    );
+    let tombstone = get(&server, &gone.id).await.expect("the tombstone stays");
+    assert_eq!(tombstone.state(), State::Deleted);
+    let again = reaper.run_once(manager.now()).await;
+    assert_eq!(again.scrollback_rows_dropped, 0, "a pass is idempotent");
+    server.stop().await;
+}

@@ -10,6 +10,10 @@
 //!    changes saved on `refs/corral/<id>`, then removed.
 //! 3. **Tombstones** — DELETED sessions past `purge_time` are deleted for good (their
 //!    workers and labels cascade) with a SESSION_PURGED event.
+//! 4. **Scrollback of deleted sessions** — the stored output of their workers is
+//!    deleted at once, not with the tombstone: nothing reads it, and it is about a
+//!    ring (1 MiB by default) per worker, for the 30 days a tombstone is kept.
+//!    [`SCROLLBACK_BATCH`] workers' worth per pass.
 //!
 //! Other expiry duties (event log, checkpoints) belong here too: add each as a step
 //! of [`Reaper::run_once`] and a count in [`Pass`] (see the marked place).
@@ -35,6 +39,11 @@ use crate::manager::Manager;
 /// Most rows each step handles in one pass.
 pub const BATCH: u64 = 500;
 
+/// Most workers whose stored scrollback (up to a ring each, in rows of at most
+/// `--scrollback-flush-bytes`) one pass deletes, in one statement: small enough
+/// that SQLite's single writer is not held for long.
+pub const SCROLLBACK_BATCH: u64 = 50;
+
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pass {
@@ -48,6 +57,8 @@ pub struct Pass {
     pub checkpoints_expired: u64,
     /// Events deleted: older than the event retention.
     pub events_purged: u64,
+    /// Stored scrollback rows deleted: those of workers of DELETED sessions.
+    pub scrollback_rows_dropped: u64,
     /// Steps that failed (each is logged).
     pub failed_steps: u32,
 }
@@ -106,12 +117,24 @@ impl Reaper {
             Some(purged) => pass.events_purged = purged,
             None => pass.failed_steps += 1,
         }
+        match step(
+            "scrollback of deleted sessions",
+            self.manager
+                .store()
+                .drop_deleted_scrollback(SCROLLBACK_BATCH),
+        )
+        .await
+        {
+            Some(dropped) => pass.scrollback_rows_dropped = dropped,
+            None => pass.failed_steps += 1,
+        }
         tracing::info!(
             archived = pass.archived,
             worktrees_removed = pass.worktrees_removed,
             purged = pass.purged,
             checkpoints_expired = pass.checkpoints_expired,
             events_purged = pass.events_purged,
+            scrollback_rows_dropped = pass.scrollback_rows_dropped,
             failed_steps = pass.failed_steps,
             "retention pass"
         );

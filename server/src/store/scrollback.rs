@@ -1,14 +1,54 @@
 //! Persisted scrollback: batches of a worker's output in `scrollback_chunks`, kept
 //! to about one ring's worth per worker.
 
+use sea_orm::sea_query::Query;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::Store;
-use super::entities::scrollback_chunk;
+use super::entities::{scrollback_chunk, session, worker};
 use crate::clock::Micros;
+use crate::domain::state::State;
 use crate::error::Result;
 
 impl Store {
+    /// Deletes the stored scrollback of workers of DELETED sessions, at most
+    /// `limit` workers' chunks per call (one statement). Nothing reads it any
+    /// more: a deleted session's workers cannot be attached or started, and its
+    /// tombstone keeps only the session's rows until it is purged. Returns how
+    /// many chunk rows went.
+    ///
+    /// Errors: the database's.
+    pub async fn drop_deleted_scrollback(&self, limit: u64) -> Result<u64> {
+        let deleted_sessions = Query::select()
+            .column(session::Column::Id)
+            .from(session::Entity)
+            .and_where(session::Column::State.eq(State::Deleted.as_str()))
+            .to_owned();
+        let their_workers = Query::select()
+            .column(worker::Column::Id)
+            .from(worker::Entity)
+            .and_where(worker::Column::SessionId.in_subquery(deleted_sessions))
+            .to_owned();
+        let workers: Vec<String> = scrollback_chunk::Entity::find()
+            .select_only()
+            .column(scrollback_chunk::Column::WorkerId)
+            .distinct()
+            .filter(scrollback_chunk::Column::WorkerId.in_subquery(their_workers))
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        if workers.is_empty() {
+            return Ok(0);
+        }
+        let _gate = self.write_gate().await;
+        let deleted = scrollback_chunk::Entity::delete_many()
+            .filter(scrollback_chunk::Column::WorkerId.is_in(workers))
+            .exec(&self.db)
+            .await?;
+        Ok(deleted.rows_affected)
+    }
+
     /// Stores `data`, the worker's output from absolute offset `start`, as rows of
     /// at most `piece` bytes (so that trimming to the ring never keeps much more
     /// than a ring), and in the same transaction deletes the worker's chunks that
