@@ -37,6 +37,19 @@ async fn stop(server: &TestServer, session: &str) -> pb::Session {
         .into_inner()
 }
 
+async fn delete(server: &TestServer, session: &str) -> pb::Session {
+    server
+        .sessions
+        .clone()
+        .delete_session(pb::DeleteSessionRequest {
+            name: format!("sessions/{session}"),
+            ..Default::default()
+        })
+        .await
+        .expect("delete")
+        .into_inner()
+}
+
 async fn get(server: &TestServer, id: &str) -> Result<pb::Session, tonic::Status> {
     server
         .sessions
@@ -67,16 +80,7 @@ async fn stopped_sessions_are_archived_after_the_window_and_tombstones_purged_on
     server.start_session("young").await;
     stop(&server, "young").await;
     let gone = server.create_session("gone").await;
-    let deleted = server
-        .sessions
-        .clone()
-        .delete_session(pb::DeleteSessionRequest {
-            name: "sessions/gone".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let deleted = delete(&server, "gone").await;
     assert_eq!(
         micros(&deleted.purge_time),
         T0 + 36 * DAY.as_micros() as i64,
@@ -245,15 +249,7 @@ async fn the_stored_scrollback_of_a_deleted_session_goes_at_the_next_pass() {
         workers.push(worker_id);
     }
     let gone = server.get_session("gone").await;
-    server
-        .sessions
-        .clone()
-        .delete_session(pb::DeleteSessionRequest {
-            name: "sessions/gone".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("delete");
+    delete(&server, "gone").await;
     let manager = server.server.as_ref().unwrap().manager().clone();
     let reaper = Reaper::new(manager.clone());
     let pass = reaper.run_once(manager.now()).await;

@@ -260,7 +260,7 @@ impl ActorState {
         let lag = self.shared.client_lag(end, self.hold_lag);
         let (flow, step) = flow_step(self.flow, lag, Instant::now(), self.straggler_wait);
         if self.flow == Flow::Free && flow != Flow::Free {
-            tracing::debug!(worker_id = %self.shared.worker_id, keeping_up = lag.keeping_up, "an attached client fell behind: holding the PTY");
+            tracing::trace!(worker_id = %self.shared.worker_id, keeping_up = lag.keeping_up, "an attached client fell behind: holding the PTY");
         }
         self.flow = flow;
         match step {
