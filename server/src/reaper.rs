@@ -8,9 +8,13 @@
 //! 2. **Leftover worktrees** — DELETED worktree sessions whose worktree is still on
 //!    disk (a delete interrupted by a crash, or one git refused) have it retired:
 //!    changes saved on `refs/corral/<id>`, then removed.
-//! 3. **Tombstones** — DELETED sessions past `purge_time` are deleted for good (their
+//! 3. **Orphan worktrees** — a worktree under `<data_dir>/worktrees` whose session
+//!    was never stored (the server was killed between `git worktree add` and the
+//!    row's insert) is retired like a deleted session's, once it is
+//!    [`ORPHAN_MIN_AGE`] old: changes saved on a ref, then removed.
+//! 4. **Tombstones** — DELETED sessions past `purge_time` are deleted for good (their
 //!    workers and labels cascade) with a SESSION_PURGED event.
-//! 4. **Scrollback of deleted sessions** — the stored output of their workers is
+//! 5. **Scrollback of deleted sessions** — the stored output of their workers is
 //!    deleted at once, not with the tombstone: nothing reads it, and it is about a
 //!    ring (1 MiB by default) per worker, for the 30 days a tombstone is kept.
 //!    [`SCROLLBACK_BATCH`] workers' worth per pass.
@@ -39,6 +43,10 @@ use crate::manager::Manager;
 /// Most rows each step handles in one pass.
 pub const BATCH: u64 = 500;
 
+/// How old (last modified) a worktree directory without a session row must be
+/// before it is taken for an orphan: far longer than any create takes.
+pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(600);
+
 /// Most workers whose stored scrollback (up to a ring each, in rows of at most
 /// `--scrollback-flush-bytes`) one pass deletes, in one statement: small enough
 /// that SQLite's single writer is not held for long.
@@ -51,6 +59,8 @@ pub struct Pass {
     pub archived: u64,
     /// Worktrees of DELETED sessions removed (after saving their changes).
     pub worktrees_removed: u64,
+    /// Orphan worktrees (no session row) removed (after saving their changes).
+    pub orphan_worktrees_removed: u64,
     /// Tombstones purged.
     pub purged: u64,
     /// Checkpoints deleted: past their TTL, or of deleted sessions.
@@ -96,6 +106,15 @@ impl Reaper {
             None => pass.failed_steps += 1,
         }
         match step(
+            "orphan worktrees",
+            self.manager.retire_orphan_worktrees(ORPHAN_MIN_AGE, BATCH),
+        )
+        .await
+        {
+            Some(removed) => pass.orphan_worktrees_removed = removed,
+            None => pass.failed_steps += 1,
+        }
+        match step(
             "purge tombstones",
             self.manager.purge_tombstones(now, BATCH),
         )
@@ -131,6 +150,7 @@ impl Reaper {
         tracing::info!(
             archived = pass.archived,
             worktrees_removed = pass.worktrees_removed,
+            orphan_worktrees_removed = pass.orphan_worktrees_removed,
             purged = pass.purged,
             checkpoints_expired = pass.checkpoints_expired,
             events_purged = pass.events_purged,

@@ -461,6 +461,32 @@ pub async fn undo_add(plan: &Plan, dest: &Path) {
     }
 }
 
+/// The repository of the linked worktree at `worktree`: its common git directory
+/// (`<repo>/.git`, or a bare repository itself), where [`retire`]'s git commands
+/// can run. `None` when `worktree` is not a linked worktree of some repository
+/// (a main working tree, a plain directory, git missing or failing).
+pub async fn repository_of(worktree: &Path) -> Option<PathBuf> {
+    let out = git(
+        worktree,
+        &[
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-dir",
+            "--git-common-dir",
+        ],
+        &[],
+    )
+    .await
+    .ok()?;
+    if !out.success {
+        return None;
+    }
+    let mut lines = out.stdout.lines().map(str::trim);
+    let (git_dir, common_dir) = (lines.next()?, lines.next()?);
+    // A linked worktree's git dir is `<common dir>/worktrees/<name>`.
+    (!git_dir.is_empty() && git_dir != common_dir).then(|| PathBuf::from(common_dir))
+}
+
 /// What [`retire`] needs to know about a session's worktree.
 #[derive(Clone, Debug)]
 pub struct Retire<'a> {

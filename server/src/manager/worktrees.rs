@@ -157,4 +157,83 @@ impl Manager {
         }
         Ok((removed, kept))
     }
+
+    /// Retires orphan worktrees: directories `<data_dir>/worktrees/<uuid>` that
+    /// are linked worktrees of some repository but whose session has no row at
+    /// all. A server killed between `git worktree add` and writing the new
+    /// session's row leaves one (a create rolls its worktree back only when the
+    /// write fails). Each is retired like a deleted session's worktree: its
+    /// changes, if any, saved on `refs/corral/<uuid>` first, then removed; its
+    /// branch is kept. Only directories last modified at least `min_age` ago are
+    /// considered, so a create in progress is never taken for an orphan; a
+    /// directory that is not a linked worktree is left alone. At most `limit`
+    /// orphans per call. Returns how many were removed.
+    ///
+    /// Errors: the database's (a git failure is logged, and the worktree kept).
+    pub async fn retire_orphan_worktrees(
+        &self,
+        min_age: std::time::Duration,
+        limit: u64,
+    ) -> Result<u64> {
+        let dir = self.worktrees_dir();
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+            return Ok(0);
+        };
+        let mut candidates = Vec::new();
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if Uuid::try_parse(&name).is_err() {
+                continue;
+            }
+            let old_enough = entry
+                .metadata()
+                .await
+                .ok()
+                .filter(std::fs::Metadata::is_dir)
+                .and_then(|meta| meta.modified().ok())
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if old_enough {
+                candidates.push((name, entry.path()));
+            }
+        }
+        let mut orphans = Vec::new();
+        for chunk in candidates.chunks(500) {
+            let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+            let known = self.store.existing_session_ids(&ids).await?;
+            orphans.extend(chunk.iter().filter(|(id, _)| !known.contains(id)).cloned());
+        }
+        let mut removed = 0;
+        for (id, path) in orphans
+            .into_iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        {
+            let Some(repository) = worktree::repository_of(&path).await else {
+                continue;
+            };
+            let retired = worktree::retire(&Retire {
+                repository: &repository,
+                worktree: &path,
+                branch: "",
+                session_id: &id,
+                session_name: "a session whose create was interrupted",
+                delete_branch: false,
+                scratch_dir: &dir,
+            })
+            .await;
+            match retired {
+                Ok(retired) if retired.removed => {
+                    removed += 1;
+                    tracing::info!(worktree = %path.display(), saved_ref = ?retired.saved_ref, "orphan worktree removed (its session was never stored)");
+                }
+                Ok(retired) => {
+                    tracing::warn!(worktree = %path.display(), kept = ?retired.kept, "orphan worktree kept");
+                }
+                Err(err) => {
+                    tracing::warn!(worktree = %path.display(), %err, "orphan worktree kept");
+                }
+            }
+        }
+        Ok(removed)
+    }
 }

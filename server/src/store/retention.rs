@@ -45,6 +45,25 @@ impl Store {
             .collect())
     }
 
+    /// Which of the session ids `ids` have a row (in any state, tombstones
+    /// included).
+    pub async fn existing_session_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let found: Vec<String> = session::Entity::find()
+            .select_only()
+            .column(session::Column::Id)
+            .filter(session::Column::Id.is_in(ids.iter().cloned()))
+            .into_tuple()
+            .all(self.connection())
+            .await?;
+        Ok(found.into_iter().collect())
+    }
+
     /// DELETED worktree sessions (whose worktree may still need removing), oldest
     /// deletion first, at most `limit` (labels not loaded).
     pub async fn deleted_worktree_sessions(&self, limit: u64) -> Result<Vec<SessionRow>> {
