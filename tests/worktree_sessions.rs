@@ -663,9 +663,11 @@ async fn a_create_the_client_gives_up_on_still_completes_whole() {
 }
 
 /// A worktree left by a server killed between `git worktree add` and the new
-/// session's row (an orphan: no session has its id) is retired by the retention
-/// step once it is old enough, its changes saved first; a live session's
-/// worktree and a directory that is not a worktree are left alone.
+/// session's row (its create marker still there, no session with its id) is
+/// retired by the retention step once the marker is old enough, its changes
+/// saved first. A live session's worktree, a worktree without a marker (say, of a
+/// session in another database) and a marker whose session was written are left
+/// alone (the last loses its marker).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphan_worktree_is_saved_and_removed_and_nothing_else_is_touched() {
     let server = TestServer::start().await;
@@ -674,33 +676,44 @@ async fn an_orphan_worktree_is_saved_and_removed_and_nothing_else_is_touched() {
         .await
         .expect("create");
     let live_path = PathBuf::from(source(&live).worktree_path);
-    // What the killed server left: the worktree, and no row.
-    let orphan_id = "0d1f3c52-6a1e-4b7e-9a57-3c2f7d1e5b90";
-    let orphan = worktrees_dir(&server).join(orphan_id);
-    git(
-        &repo,
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "-b",
-            "orphaned",
-            orphan.to_str().unwrap(),
-            "main",
-        ],
+    assert_eq!(
+        worktree_entries(&server),
+        vec![live.id.clone()],
+        "no marker stays"
     );
+    let add = |id: &str, branch: &str| {
+        let path = worktrees_dir(&server).join(id);
+        git(
+            &repo,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                branch,
+                path.to_str().unwrap(),
+                "main",
+            ],
+        );
+        path
+    };
+    let marker = |id: &str| worktrees_dir(&server).join(format!(".creating-{id}"));
+    // What the killed server left: the marker, the worktree, and no row.
+    let orphan_id = "0d1f3c52-6a1e-4b7e-9a57-3c2f7d1e5b90";
+    std::fs::write(marker(orphan_id), "").unwrap();
+    let orphan = add(orphan_id, "orphaned");
     std::fs::write(orphan.join("notes.txt"), "typed in by hand\n").unwrap();
-    // Not a worktree at all, but named like one.
-    let stray = worktrees_dir(&server).join("6b0e9a4c-1d2f-4e3a-8b5c-7d9e0f1a2b3c");
-    std::fs::create_dir_all(&stray).unwrap();
-    assert_eq!(registered_worktrees(&repo), 3);
+    // A worktree without a marker: not ours to judge.
+    let foreign = add("6b0e9a4c-1d2f-4e3a-8b5c-7d9e0f1a2b3c", "foreign");
+    // Killed after the row was written: only the marker is left over.
+    std::fs::write(marker(&live.id), "").unwrap();
 
     let manager = server.server.as_ref().unwrap().manager().clone();
     let hour = std::time::Duration::from_secs(3600);
     assert_eq!(
         manager.retire_orphan_worktrees(hour, 100).await.unwrap(),
         0,
-        "a young directory may be a create in progress"
+        "a young marker may be a create in progress"
     );
     assert!(orphan.exists());
     let removed = manager
@@ -710,8 +723,9 @@ async fn an_orphan_worktree_is_saved_and_removed_and_nothing_else_is_touched() {
     assert_eq!(removed, 1);
     assert!(!orphan.exists());
     assert!(live_path.exists(), "a live session's worktree stays");
-    assert!(stray.exists(), "a directory that is not a worktree stays");
-    assert_eq!(registered_worktrees(&repo), 2);
+    assert!(foreign.exists(), "a worktree without a marker stays");
+    assert!(!marker(orphan_id).exists() && !marker(&live.id).exists());
+    assert_eq!(registered_worktrees(&repo), 3);
     assert_eq!(
         git(
             &repo,

@@ -8,10 +8,11 @@
 //! 2. **Leftover worktrees** — DELETED worktree sessions whose worktree is still on
 //!    disk (a delete interrupted by a crash, or one git refused) have it retired:
 //!    changes saved on `refs/corral/<id>`, then removed.
-//! 3. **Orphan worktrees** — a worktree under `<data_dir>/worktrees` whose session
-//!    was never stored (the server was killed between `git worktree add` and the
-//!    row's insert) is retired like a deleted session's, once it is
-//!    [`ORPHAN_MIN_AGE`] old: changes saved on a ref, then removed.
+//! 3. **Orphan worktrees** — a worktree whose create never finished (the server
+//!    was killed between `git worktree add` and the row's insert: its create
+//!    marker is still there and no session has its id) is retired like a deleted
+//!    session's once the marker is [`ORPHAN_MIN_AGE`] old: changes saved on a
+//!    ref, then removed.
 //! 4. **Tombstones** — DELETED sessions past `purge_time` are deleted for good (their
 //!    workers and labels cascade) with a SESSION_PURGED event.
 //! 5. **Scrollback of deleted sessions** — the stored output of their workers is
@@ -43,8 +44,8 @@ use crate::manager::Manager;
 /// Most rows each step handles in one pass.
 pub const BATCH: u64 = 500;
 
-/// How old (last modified) a worktree directory without a session row must be
-/// before it is taken for an orphan: far longer than any create takes.
+/// How old a create marker must be before its worktree is taken for an orphan:
+/// far longer than any create takes.
 pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(600);
 
 /// Most workers whose stored scrollback (up to a ring each, in rows of at most

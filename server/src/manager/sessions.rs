@@ -303,22 +303,29 @@ impl Manager {
             return Ok(self.view_with(row, workers));
         }
         if let Some(plan) = &plan {
-            worktree::add(plan, &work_dir).await?;
+            // Marked until the row is written: a server killed in between leaves
+            // the marker, and the retention task retires the orphan worktree.
+            self.mark_creating(id).await?;
+            if let Err(err) = worktree::add(plan, &work_dir).await {
+                self.unmark_creating(id).await;
+                return Err(err);
+            }
         }
         let limits = crate::store::SessionLimits {
             max_total: Some(self.settings.max_sessions),
             max_per_creator: Some(self.settings.max_sessions_per_principal),
         };
-        if let Err(err) = self
+        let written = self
             .store
             .create_session_within(&row, &workers, events, &limits)
-            .await
-        {
-            if let Some(plan) = &plan {
+            .await;
+        if let Some(plan) = &plan {
+            if written.is_err() {
                 worktree::undo_add(plan, &work_dir).await;
             }
-            return Err(err);
+            self.unmark_creating(id).await;
         }
+        written?;
         tracing::info!(session_id = %id, display_name = %row.model.display_name, kind = kind.as_str(), "session created");
         Ok(self.view_with(row, workers))
     }

@@ -19,6 +19,10 @@ use crate::error::{Error, Result};
 use crate::store::{EventKind, EventPayload, NewEvent, SessionRow, Write};
 use crate::worktree::{self, Retire};
 
+/// Name prefix of the marker a create leaves beside a worktree until its row is
+/// written (see [`Manager::retire_orphan_worktrees`]).
+const CREATING_PREFIX: &str = ".creating-";
+
 impl Manager {
     /// The directory that holds Corral's worktrees: `<data_dir>/worktrees`.
     pub fn worktrees_dir(&self) -> PathBuf {
@@ -158,18 +162,49 @@ impl Manager {
         Ok((removed, kept))
     }
 
-    /// Retires orphan worktrees: directories `<data_dir>/worktrees/<uuid>` that
-    /// are linked worktrees of some repository but whose session has no row at
-    /// all. A server killed between `git worktree add` and writing the new
-    /// session's row leaves one (a create rolls its worktree back only when the
-    /// write fails). Each is retired like a deleted session's worktree: its
-    /// changes, if any, saved on `refs/corral/<uuid>` first, then removed; its
-    /// branch is kept. Only directories last modified at least `min_age` ago are
-    /// considered, so a create in progress is never taken for an orphan; a
-    /// directory that is not a linked worktree is left alone. At most `limit`
-    /// orphans per call. Returns how many were removed.
+    /// The marker a create leaves beside the worktree of session `id` while it is
+    /// between `git worktree add` and the new row: `<worktrees dir>/.creating-<id>`.
+    fn creating_marker(&self, id: Uuid) -> PathBuf {
+        self.worktrees_dir().join(format!("{CREATING_PREFIX}{id}"))
+    }
+
+    /// Marks the worktree of session `id` as being created (see
+    /// [`retire_orphan_worktrees`](Self::retire_orphan_worktrees)).
     ///
-    /// Errors: the database's (a git failure is logged, and the worktree kept).
+    /// Errors: INTERNAL when the marker cannot be written.
+    pub(super) async fn mark_creating(&self, id: Uuid) -> Result<()> {
+        let marker = self.creating_marker(id);
+        tokio::fs::write(&marker, b"")
+            .await
+            .map_err(|err| Error::Internal(format!("cannot write {}: {err}", marker.display())))
+    }
+
+    /// Removes the marker of [`mark_creating`](Self::mark_creating): the create
+    /// is done (its row written, or its worktree undone).
+    pub(super) async fn unmark_creating(&self, id: Uuid) {
+        let marker = self.creating_marker(id);
+        if let Err(err) = tokio::fs::remove_file(&marker).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(marker = %marker.display(), %err, "create marker not removed");
+        }
+    }
+
+    /// Retires orphan worktrees: those of creates that never finished. A create
+    /// leaves a marker (`.creating-<id>`) before `git worktree add` and removes it
+    /// once the session's row is written (or the worktree undone), so a marker
+    /// still there after a server was killed in between names the only
+    /// worktrees that are surely orphans; worktrees without a marker (say, those
+    /// of sessions in another database) are never touched. For each marker last
+    /// modified at least `min_age` ago (a create in progress is never taken for
+    /// an orphan): when no session row has the id, the worktree is retired like a
+    /// deleted session's — changes, if any, saved on `refs/corral/<id>` first,
+    /// then removed, its branch kept — and the marker goes once the worktree is
+    /// gone; when the row exists, only the marker goes. At most `limit` markers
+    /// per call. Returns how many worktrees were removed.
+    ///
+    /// Errors: the database's (a git failure is logged, and the worktree and its
+    /// marker kept for the next pass).
     pub async fn retire_orphan_worktrees(
         &self,
         min_age: std::time::Duration,
@@ -179,43 +214,49 @@ impl Manager {
         let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
             return Ok(0);
         };
-        let mut candidates = Vec::new();
+        let mut markers = Vec::new();
         while let Ok(Some(entry)) = entries.next_entry().await {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if Uuid::try_parse(&name).is_err() {
+            let Some(id) = name
+                .strip_prefix(CREATING_PREFIX)
+                .and_then(|id| Uuid::try_parse(id).ok())
+            else {
                 continue;
-            }
+            };
             let old_enough = entry
                 .metadata()
                 .await
                 .ok()
-                .filter(std::fs::Metadata::is_dir)
                 .and_then(|meta| meta.modified().ok())
                 .and_then(|modified| modified.elapsed().ok())
                 .is_some_and(|age| age >= min_age);
             if old_enough {
-                candidates.push((name, entry.path()));
+                markers.push(id);
+            }
+            if markers.len() as u64 >= limit {
+                break;
             }
         }
-        let mut orphans = Vec::new();
-        for chunk in candidates.chunks(500) {
-            let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
-            let known = self.store.existing_session_ids(&ids).await?;
-            orphans.extend(chunk.iter().filter(|(id, _)| !known.contains(id)).cloned());
-        }
+        let ids: Vec<String> = markers.iter().map(Uuid::to_string).collect();
+        let known = self.store.existing_session_ids(&ids).await?;
         let mut removed = 0;
-        for (id, path) in orphans
-            .into_iter()
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        {
+        for id in markers {
+            let path = dir.join(id.to_string());
+            if known.contains(&id.to_string())
+                || !tokio::fs::try_exists(&path).await.unwrap_or(true)
+            {
+                self.unmark_creating(id).await;
+                continue;
+            }
             let Some(repository) = worktree::repository_of(&path).await else {
+                tracing::warn!(worktree = %path.display(), "a create marker names a directory that is not a git worktree; left alone");
                 continue;
             };
             let retired = worktree::retire(&Retire {
                 repository: &repository,
                 worktree: &path,
                 branch: "",
-                session_id: &id,
+                session_id: &id.to_string(),
                 session_name: "a session whose create was interrupted",
                 delete_branch: false,
                 scratch_dir: &dir,
@@ -224,7 +265,8 @@ impl Manager {
             match retired {
                 Ok(retired) if retired.removed => {
                     removed += 1;
-                    tracing::info!(worktree = %path.display(), saved_ref = ?retired.saved_ref, "orphan worktree removed (its session was never stored)");
+                    self.unmark_creating(id).await;
+                    tracing::info!(worktree = %path.display(), saved_ref = ?retired.saved_ref, "orphan worktree removed (its create was interrupted)");
                 }
                 Ok(retired) => {
                     tracing::warn!(worktree = %path.display(), kept = ?retired.kept, "orphan worktree kept");
