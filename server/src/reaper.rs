@@ -91,7 +91,11 @@ impl Reaper {
     /// [`Pass::failed_steps`].
     pub async fn run_once(&self, now: Micros) -> Pass {
         let mut pass = Pass::default();
-        if let Some(archived) = step("auto-archive", self.manager.archive_expired(now, BATCH)).await
+        if let Some(archived) = step(
+            "auto-archive",
+            Box::pin(self.manager.archive_expired(now, BATCH)),
+        )
+        .await
         {
             pass.archived = archived;
         } else {
@@ -99,7 +103,7 @@ impl Reaper {
         }
         match step(
             "leftover worktrees",
-            self.manager.retire_leftover_worktrees(BATCH),
+            Box::pin(self.manager.retire_leftover_worktrees(BATCH)),
         )
         .await
         {
@@ -108,7 +112,7 @@ impl Reaper {
         }
         match step(
             "orphan worktrees",
-            self.manager.retire_orphan_worktrees(ORPHAN_MIN_AGE, BATCH),
+            Box::pin(self.manager.retire_orphan_worktrees(ORPHAN_MIN_AGE, BATCH)),
         )
         .await
         {
@@ -117,7 +121,7 @@ impl Reaper {
         }
         match step(
             "purge tombstones",
-            self.manager.purge_tombstones(now, BATCH),
+            Box::pin(self.manager.purge_tombstones(now, BATCH)),
         )
         .await
         {
@@ -126,22 +130,29 @@ impl Reaper {
         }
         match step(
             "expire checkpoints",
-            self.manager.store().expire_checkpoints(now),
+            Box::pin(self.manager.store().expire_checkpoints(now)),
         )
         .await
         {
             Some(expired) => pass.checkpoints_expired = expired,
             None => pass.failed_steps += 1,
         }
-        match step("purge events", self.manager.purge_expired_events(now)).await {
+        match step(
+            "purge events",
+            Box::pin(self.manager.purge_expired_events(now)),
+        )
+        .await
+        {
             Some(purged) => pass.events_purged = purged,
             None => pass.failed_steps += 1,
         }
         match step(
             "scrollback of deleted sessions",
-            self.manager
-                .store()
-                .drop_deleted_scrollback(SCROLLBACK_BATCH),
+            Box::pin(
+                self.manager
+                    .store()
+                    .drop_deleted_scrollback(SCROLLBACK_BATCH),
+            ),
         )
         .await
         {
@@ -181,8 +192,13 @@ impl Reaper {
     }
 }
 
+/// One step's work. Boxed: the steps' futures (git runs, nested transactions)
+/// are large in debug builds, and inline in `run_once`'s future they overflowed
+/// the 2 MiB stack of a test thread that awaits a pass directly.
+type Step<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>>;
+
 /// Runs one step; logs and swallows its error.
-async fn step<T>(name: &str, work: impl std::future::Future<Output = Result<T>>) -> Option<T> {
+async fn step<T>(name: &str, work: Step<'_, T>) -> Option<T> {
     match work.await {
         Ok(value) => Some(value),
         Err(err) => {
