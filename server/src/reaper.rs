@@ -90,75 +90,61 @@ impl Reaper {
     /// with the counts. Never fails: a step's error is logged and counted in
     /// [`Pass::failed_steps`].
     pub async fn run_once(&self, now: Micros) -> Pass {
-        let mut pass = Pass::default();
-        if let Some(archived) = step(
+        let manager = &self.manager;
+        let store = manager.store();
+        let mut failed = 0;
+        let archived = step(
             "auto-archive",
-            Box::pin(self.manager.archive_expired(now, BATCH)),
+            Box::pin(manager.archive_expired(now, BATCH)),
+            &mut failed,
         )
-        .await
-        {
-            pass.archived = archived;
-        } else {
-            pass.failed_steps += 1;
-        }
-        match step(
+        .await;
+        let (worktrees_removed, _kept) = step(
             "leftover worktrees",
-            Box::pin(self.manager.retire_leftover_worktrees(BATCH)),
+            Box::pin(manager.retire_leftover_worktrees(BATCH)),
+            &mut failed,
         )
-        .await
-        {
-            Some((removed, _kept)) => pass.worktrees_removed = removed,
-            None => pass.failed_steps += 1,
-        }
-        match step(
+        .await;
+        let orphan_worktrees_removed = step(
             "orphan worktrees",
-            Box::pin(self.manager.retire_orphan_worktrees(ORPHAN_MIN_AGE, BATCH)),
+            Box::pin(manager.retire_orphan_worktrees(ORPHAN_MIN_AGE, BATCH)),
+            &mut failed,
         )
-        .await
-        {
-            Some(removed) => pass.orphan_worktrees_removed = removed,
-            None => pass.failed_steps += 1,
-        }
-        match step(
+        .await;
+        let purged = step(
             "purge tombstones",
-            Box::pin(self.manager.purge_tombstones(now, BATCH)),
+            Box::pin(manager.purge_tombstones(now, BATCH)),
+            &mut failed,
         )
-        .await
-        {
-            Some(purged) => pass.purged = purged,
-            None => pass.failed_steps += 1,
-        }
-        match step(
+        .await;
+        let checkpoints_expired = step(
             "expire checkpoints",
-            Box::pin(self.manager.store().expire_checkpoints(now)),
+            Box::pin(store.expire_checkpoints(now)),
+            &mut failed,
         )
-        .await
-        {
-            Some(expired) => pass.checkpoints_expired = expired,
-            None => pass.failed_steps += 1,
-        }
-        match step(
+        .await;
+        let events_purged = step(
             "purge events",
-            Box::pin(self.manager.purge_expired_events(now)),
+            Box::pin(manager.purge_expired_events(now)),
+            &mut failed,
         )
-        .await
-        {
-            Some(purged) => pass.events_purged = purged,
-            None => pass.failed_steps += 1,
-        }
-        match step(
+        .await;
+        let scrollback_rows_dropped = step(
             "scrollback of deleted sessions",
-            Box::pin(
-                self.manager
-                    .store()
-                    .drop_deleted_scrollback(SCROLLBACK_BATCH),
-            ),
+            Box::pin(store.drop_deleted_scrollback(SCROLLBACK_BATCH)),
+            &mut failed,
         )
-        .await
-        {
-            Some(dropped) => pass.scrollback_rows_dropped = dropped,
-            None => pass.failed_steps += 1,
-        }
+        .await;
+        let pass = Pass {
+            archived,
+            worktrees_removed,
+            orphan_worktrees_removed,
+            purged,
+            checkpoints_expired,
+            events_purged,
+            scrollback_rows_dropped,
+            failed_steps: failed,
+        };
         tracing::info!(
             archived = pass.archived,
             worktrees_removed = pass.worktrees_removed,
@@ -197,13 +183,15 @@ impl Reaper {
 /// the 2 MiB stack of a test thread that awaits a pass directly.
 type Step<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>>;
 
-/// Runs one step; logs and swallows its error.
-async fn step<T>(name: &str, work: Step<'_, T>) -> Option<T> {
+/// Runs one step; logs its error, counts it in `failed` and returns the
+/// default (nothing done) instead.
+async fn step<T: Default>(name: &str, work: Step<'_, T>, failed: &mut u32) -> T {
     match work.await {
-        Ok(value) => Some(value),
+        Ok(value) => value,
         Err(err) => {
             tracing::error!(step = name, %err, "retention step failed");
-            None
+            *failed += 1;
+            T::default()
         }
     }
 }

@@ -115,12 +115,8 @@ impl Persisters {
         let worker_id = handle.worker_id();
         let (ended, newest_ended) = oneshot::channel::<()>();
         let mut live = self.live();
-        let previous_ended = match live.remove(&worker_id) {
-            Some(mut runs) => {
-                let previous = std::mem::replace(&mut runs.newest_ended, newest_ended);
-                live.insert(worker_id, runs);
-                Some(previous)
-            }
+        let previous_ended = match live.get_mut(&worker_id) {
+            Some(runs) => Some(std::mem::replace(&mut runs.newest_ended, newest_ended)),
             None => {
                 live.insert(
                     worker_id,
