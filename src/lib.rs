@@ -18,6 +18,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
+
 /// Generated types of package `corral.v1`.
 pub mod pb {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -32,8 +34,9 @@ pub mod pb {
 /// DATA frames of 16 KiB, each its own write on the socket. Accepting larger
 /// frames halves those writes: with ten clients of one flood the server used
 /// 7–26 % less CPU and the slowest client read faster (`BENCHMARKS.md`,
-/// fan-out). The bundled CLI and the bench use it; clients in other languages
-/// work with the default.
+/// fan-out). It also lets the frames a client has queued leave together in one
+/// DATA frame of up to [`codec::STREAM_YIELD_BYTES`]. The bundled CLI and the
+/// bench use it; clients in other languages work with the default.
 pub const CLIENT_MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// The encoded `google.protobuf.FileDescriptorSet` of `corral.v1` and the well-known
