@@ -126,7 +126,7 @@ async fn missing_agent_binary_is_an_error_naming_profile_and_command() {
         session.last_error.contains("agent profile \"claude\"")
             && session
                 .last_error
-                .contains("\"claude-not-installed-here\" not found in PATH"),
+                .contains("\"claude-not-installed-here\" failed: command not found in PATH"),
         "{}",
         session.last_error
     );

@@ -64,7 +64,7 @@ use crate::store::checkpoints::{CheckpointMeta, CheckpointScope, checkpoint};
 use crate::store::entities::worker;
 use crate::store::messages::{NewMessage, origin};
 use crate::store::{EventKind, EventPayload, NewEvent, SessionRow};
-use crate::supervisor::{ExitInfo, Program, ReplayFrom, RunState, WorkerHandle};
+use crate::supervisor::{ExitInfo, Program, ReplayFrom, RunState, WorkerHandle, pty};
 
 /// Why an agent is being started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,26 +135,34 @@ pub(super) enum Restore {
     },
 }
 
-/// Finds `command` like `execvp` would, with the child's `PATH`.
-fn find_program(command: &str, path: Option<&str>) -> std::result::Result<PathBuf, String> {
+/// Finds `command` like `execvp(3)` would in a child working in `cwd`, with the
+/// child's `PATH` ([`pty::find_program`]); a command named by a path must be an
+/// executable file. The error says why in plain words
+/// ([`pty::diagnose_exec_failure`]).
+fn find_program(
+    command: &str,
+    path: Option<&str>,
+    cwd: &Path,
+) -> std::result::Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
-    if command.contains('/') {
-        return if executable(Path::new(command)) {
-            Ok(PathBuf::from(command))
-        } else {
-            Err(format!(
-                "command {command:?} does not exist or is not executable"
-            ))
-        };
-    }
-    let path = path.unwrap_or_default();
-    std::env::split_paths(path)
-        .map(|dir| dir.join(command))
-        .find(|candidate| executable(candidate))
-        .ok_or_else(|| format!("command {command:?} not found in PATH ({path})"))
+    pty::find_program(command, path, cwd)
+        .filter(|found| executable(found))
+        .ok_or_else(|| {
+            let why = pty::diagnose_exec_failure(
+                &Program::Argv(vec![command.to_owned()]),
+                path,
+                cwd,
+                None,
+            );
+            if command.contains('/') {
+                why
+            } else {
+                format!("{why} (PATH={})", path.unwrap_or_default())
+            }
+        })
 }
 
 /// The worker's environment with the profile's variables set and its
@@ -287,9 +295,11 @@ impl Manager {
         };
         let command = profile.command.clone();
         let path = lookup("PATH");
-        let found = tokio::task::spawn_blocking(move || find_program(&command, path.as_deref()))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        let work_dir = PathBuf::from(&row.model.work_dir);
+        let found =
+            tokio::task::spawn_blocking(move || find_program(&command, path.as_deref(), &work_dir))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
         if let Err(why) = found {
             let reason = format!(
                 "worker {:?}: agent profile {:?}: {why}",
@@ -1477,25 +1487,39 @@ mod tests {
     #[test]
     fn programs_are_looked_up_in_the_childs_path() {
         let dir = tempfile::tempdir().unwrap();
-        let err = find_program("no-such-agent", Some(dir.path().to_str().unwrap())).unwrap_err();
-        assert!(err.contains("\"no-such-agent\" not found in PATH"), "{err}");
+        let cwd = dir.path();
+        let err = find_program("no-such-agent", Some(cwd.to_str().unwrap()), cwd).unwrap_err();
+        assert!(
+            err.contains("\"no-such-agent\" failed: command not found in PATH"),
+            "{err}"
+        );
         let program = dir.path().join("agent");
         std::fs::write(&program, "#!/bin/sh\n").unwrap();
-        assert!(
-            find_program("agent", Some(dir.path().to_str().unwrap())).is_err(),
-            "not executable"
-        );
+        let err = find_program("agent", Some(cwd.to_str().unwrap()), cwd).unwrap_err();
+        assert!(err.contains("permission denied"), "not executable: {err}");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(
             find_program(
                 "agent",
-                Some(&format!("/nonexistent:{}", dir.path().display()))
+                Some(&format!("/nonexistent:{}", dir.path().display())),
+                Path::new("/")
             )
             .unwrap(),
             program
         );
-        assert!(find_program(program.to_str().unwrap(), None).is_ok());
+        assert!(find_program(program.to_str().unwrap(), None, Path::new("/")).is_ok());
+        // Relative names and PATH entries are taken from the worker's directory.
+        assert_eq!(
+            find_program("agent", Some("."), cwd).unwrap(),
+            cwd.join("./agent")
+        );
+        assert_eq!(
+            find_program("./agent", None, cwd).unwrap(),
+            cwd.join("./agent")
+        );
+        let err = find_program("./agent", None, Path::new("/nonexistent")).unwrap_err();
+        assert!(err.contains("no such file"), "{err}");
     }
 
     #[test]

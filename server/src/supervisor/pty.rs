@@ -156,8 +156,14 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
             let Some(first) = argv.first().filter(|first| !first.is_empty()) else {
                 return Err(refuse("the command is empty".into()));
             };
-            let path = find_program(first, path_env)
-                .ok_or_else(|| refuse(diagnose_exec_failure(&spec.program, path_env, None)))?;
+            let path = find_program(first, path_env, &spec.cwd).ok_or_else(|| {
+                refuse(diagnose_exec_failure(
+                    &spec.program,
+                    path_env,
+                    &spec.cwd,
+                    None,
+                ))
+            })?;
             (path, argv.clone())
         }
     };
@@ -210,7 +216,12 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     .map_err(|errno| match check_work_dir(&spec.cwd) {
         // chdir failed: the directory went away (or changed) after the check.
         Err(dir) => dir,
-        Ok(()) => refuse(diagnose_exec_failure(&spec.program, path_env, Some(errno))),
+        Ok(()) => refuse(diagnose_exec_failure(
+            &spec.program,
+            path_env,
+            &spec.cwd,
+            Some(errno),
+        )),
     })?;
 
     let finish = || -> Result<(OwnedFd, OwnedFd), SpawnError> {
@@ -268,32 +279,40 @@ fn check_work_dir(cwd: &Path) -> Result<(), SpawnError> {
     }
 }
 
-/// The paths `execvp(3)` tries for `argv0`: the name itself when it contains a
-/// `/`, else the name in each directory of `path_env`, in order.
-fn candidates(argv0: &str, path_env: Option<&str>) -> Vec<PathBuf> {
+/// The paths `execvp(3)` tries for `argv0` in a child whose working directory is
+/// `cwd`: the name itself when it contains a `/`, else the name in each directory
+/// of `path_env`, in order. A relative result (a relative name with a `/`, a
+/// relative `PATH` entry, or an empty one, which POSIX reads as the current
+/// directory) is taken from `cwd`, as the child resolves it after its `chdir`, not
+/// from the server's own working directory.
+fn candidates(argv0: &str, path_env: Option<&str>, cwd: &Path) -> Vec<PathBuf> {
     if argv0.contains('/') {
-        return vec![PathBuf::from(argv0)];
+        return vec![cwd.join(argv0)];
     }
     path_env
         .map(|paths| {
             std::env::split_paths(paths)
-                .map(|dir| dir.join(argv0))
+                .map(|dir| cwd.join(dir).join(argv0))
                 .collect()
         })
         .unwrap_or_default()
 }
 
-/// The executable `argv0` names, as `execvp(3)` finds it: a name containing `/`
-/// is taken as it is; any other is the first regular, executable file of that
-/// name in `path_env`'s directories. `None`: nothing in `PATH` would run.
-fn find_program(argv0: &str, path_env: Option<&str>) -> Option<PathBuf> {
+/// The executable `argv0` names in a child whose working directory is `cwd`, as
+/// `execvp(3)` finds it there: a name containing `/` is taken as it is; any other
+/// is the first regular, executable file of that name in `path_env`'s
+/// directories. Relative paths are resolved from `cwd` (see [`candidates`]), so
+/// the result is absolute when `cwd` is. `None`: nothing in `PATH` would run.
+pub(crate) fn find_program(argv0: &str, path_env: Option<&str>, cwd: &Path) -> Option<PathBuf> {
     if argv0.contains('/') {
-        return Some(PathBuf::from(argv0));
+        return Some(cwd.join(argv0));
     }
-    candidates(argv0, path_env).into_iter().find(|candidate| {
-        std::fs::metadata(candidate).is_ok_and(|meta| meta.is_file())
-            && nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
-    })
+    candidates(argv0, path_env, cwd)
+        .into_iter()
+        .find(|candidate| {
+            std::fs::metadata(candidate).is_ok_and(|meta| meta.is_file())
+                && nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
+        })
 }
 
 /// Explains in plain words why `program` could not be started: retraces
@@ -302,17 +321,19 @@ fn find_program(argv0: &str, path_env: Option<&str>) -> Option<PathBuf> {
 /// directory, permission denied (no execute permission), a `#!` interpreter that
 /// does not exist, or a file that is neither a binary nor a script. `errno` is
 /// what `execve` returned, when it was tried; it is named when nothing more
-/// precise explains the failure.
+/// precise explains the failure. Relative paths are looked at from `cwd`, the
+/// child's working directory.
 pub fn diagnose_exec_failure(
     program: &Program,
     path_env: Option<&str>,
+    cwd: &Path,
     errno: Option<rustix::io::Errno>,
 ) -> String {
     let argv0 = match program {
         Program::LoginShell(shell) => shell.display().to_string(),
         Program::Argv(argv) => argv.first().cloned().unwrap_or_default(),
     };
-    let candidates = candidates(&argv0, path_env);
+    let candidates = candidates(&argv0, path_env, cwd);
     // execvp goes on after EACCES and reports it only if nothing else runs.
     let mut denied: Option<String> = None;
     for path in &candidates {
@@ -390,10 +411,19 @@ mod tests {
 
     #[test]
     fn a_missing_command_is_not_found() {
-        let why =
-            diagnose_exec_failure(&argv("corral-no-such-command"), Some("/usr/bin:/bin"), None);
+        let why = diagnose_exec_failure(
+            &argv("corral-no-such-command"),
+            Some("/usr/bin:/bin"),
+            Path::new("/"),
+            None,
+        );
         assert!(why.contains("command not found"), "{why}");
-        let why = diagnose_exec_failure(&argv("/nonexistent/tool"), Some("/usr/bin"), None);
+        let why = diagnose_exec_failure(
+            &argv("/nonexistent/tool"),
+            Some("/usr/bin"),
+            Path::new("/"),
+            None,
+        );
         assert!(why.contains("no such file"), "{why}");
     }
 
@@ -403,23 +433,38 @@ mod tests {
         let script = dir.path().join("tool.sh");
         std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let why = diagnose_exec_failure(&argv(&script.display().to_string()), None, None);
+        let why = diagnose_exec_failure(
+            &argv(&script.display().to_string()),
+            None,
+            Path::new("/"),
+            None,
+        );
         assert!(why.contains("permission denied"), "{why}");
         // Found through PATH too.
         let path = dir.path().display().to_string();
-        let why = diagnose_exec_failure(&argv("tool.sh"), Some(&path), None);
+        let why = diagnose_exec_failure(&argv("tool.sh"), Some(&path), Path::new("/"), None);
         assert!(why.contains("permission denied"), "{why}");
     }
 
     #[test]
     fn a_directory_and_a_bad_interpreter_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let why = diagnose_exec_failure(&argv(&dir.path().display().to_string()), None, None);
+        let why = diagnose_exec_failure(
+            &argv(&dir.path().display().to_string()),
+            None,
+            Path::new("/"),
+            None,
+        );
         assert!(why.contains("is a directory"), "{why}");
         let script = dir.path().join("old.py");
         std::fs::write(&script, "#!/nonexistent/python9\n").unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let why = diagnose_exec_failure(&argv(&script.display().to_string()), None, None);
+        let why = diagnose_exec_failure(
+            &argv(&script.display().to_string()),
+            None,
+            Path::new("/"),
+            None,
+        );
         assert!(
             why.contains("interpreter \"/nonexistent/python9\""),
             "{why}"
@@ -427,7 +472,12 @@ mod tests {
         let junk = dir.path().join("junk");
         std::fs::write(&junk, "not a program").unwrap();
         std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let why = diagnose_exec_failure(&argv(&junk.display().to_string()), None, None);
+        let why = diagnose_exec_failure(
+            &argv(&junk.display().to_string()),
+            None,
+            Path::new("/"),
+            None,
+        );
         assert!(why.contains("exec format error"), "{why}");
     }
 
@@ -527,6 +577,59 @@ mod tests {
 
         assert_eq!(spawned.try_reap().unwrap(), None, "still running");
         assert_eq!(kill_and_reap(&spawned).signal, Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn relative_path_entries_are_taken_from_the_workers_directory() {
+        // execvp in the child resolves `bin` (and an empty entry, the current
+        // directory) after its chdir: from the worker's directory, not from the
+        // server's (the test's working directory has neither program).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        for (path, marker) in [
+            ("bin/corral-hello", "from-bin"),
+            ("corral-here", "from-dot"),
+        ] {
+            let script = dir.path().join(path);
+            std::fs::write(
+                &script,
+                format!("#!/bin/sh\ntouch {marker}\nexec sleep 30\n"),
+            )
+            .unwrap();
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let cases = [
+            ("corral-hello", "bin:/usr/bin:/bin", "from-bin"),
+            ("corral-here", ":/usr/bin:/bin", "from-dot"),
+            ("./bin/corral-hello", "/usr/bin:/bin", "from-bin"),
+        ];
+        for (program, path, marker) in cases {
+            let _ = std::fs::remove_file(dir.path().join(marker));
+            let spec = SpawnSpec {
+                program: argv(program),
+                cwd: dir.path().to_owned(),
+                env: vec![("PATH".into(), path.into())],
+                size: WindowSize::default(),
+            };
+            let spawned =
+                spawn(&spec).unwrap_or_else(|e| panic!("{program} with PATH={path}: {e}"));
+            eventually(marker, || dir.path().join(marker).exists());
+            kill_and_reap(&spawned);
+        }
+        // A failure names the path in the worker's directory.
+        let why = diagnose_exec_failure(&argv("corral-hello"), Some("lib"), dir.path(), None);
+        assert!(why.contains("command not found in PATH"), "{why}");
+        std::fs::set_permissions(
+            dir.path().join("bin/corral-hello"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let why = diagnose_exec_failure(&argv("corral-hello"), Some("bin"), dir.path(), None);
+        let expected = dir.path().join("bin/corral-hello");
+        assert!(
+            why.contains(&expected.display().to_string()) && why.contains("permission denied"),
+            "{why}"
+        );
     }
 
     #[test]
