@@ -39,7 +39,9 @@ use crate::supervisor::{Next, ReplayFrom, SignalTarget, WindowSize};
 /// Largest output frame, in bytes.
 pub const MAX_OUTPUT_FRAME_BYTES: usize = 32 * 1024;
 /// Frames buffered per attached client before its sender waits (bounded memory:
-/// at most this many × 32 KiB per client, plus the HTTP/2 window).
+/// at most this many × 32 KiB per client, plus the batch tonic is encoding, at
+/// most [`corral::codec::STREAM_YIELD_BYTES`] and one frame, and the HTTP/2
+/// window).
 const CLIENT_QUEUE: usize = 8;
 /// How often an Attach stream checks its idle and absolute deadlines (at most).
 const LIMIT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
