@@ -9,10 +9,11 @@
 //! (plus the checkpoints of deleted sessions): idempotent, and safe when several
 //! servers share the database — each row is deleted once, by whoever comes first.
 
+use sea_orm::QueryTrait;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, EntityTrait, FromQueryResult, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use super::Store;
@@ -278,12 +279,10 @@ impl Store {
 
     /// Deletes one checkpoint; false when it did not exist.
     pub async fn delete_checkpoint(&self, id: &str) -> Result<bool> {
-        let _gate = self.write_gate().await;
-        let deleted = checkpoint::Entity::delete_many()
+        let delete = checkpoint::Entity::delete_many()
             .filter(checkpoint::Column::Id.eq(id))
-            .exec(&self.db)
-            .await?;
-        Ok(deleted.rows_affected > 0)
+            .build(self.backend());
+        Ok(self.execute_write(delete).await?.rows_affected() > 0)
     }
 
     /// Deletes every checkpoint of a session (or of one of its workers).
@@ -305,12 +304,10 @@ impl Store {
         if any.is_none() {
             return Ok(0);
         }
-        let _gate = self.write_gate().await;
-        Ok(checkpoint::Entity::delete_many()
+        let delete = checkpoint::Entity::delete_many()
             .filter(condition)
-            .exec(&self.db)
-            .await?
-            .rows_affected)
+            .build(self.backend());
+        Ok(self.execute_write(delete).await?.rows_affected())
     }
 
     /// Deletes checkpoints whose `expire_time` is at or before `now`, and those of
@@ -330,8 +327,8 @@ impl Store {
                     .add(Expr::col(Alias::new("session_id")).in_subquery(deleted_sessions)),
             )
             .to_owned();
-        let _gate = self.write_gate().await;
-        Ok(self.db.execute(&statement).await?.rows_affected())
+        let statement = self.backend().build(&statement);
+        Ok(self.execute_write(statement).await?.rows_affected())
     }
 }
 

@@ -18,6 +18,7 @@
 //! the one source of truth and a lost notification delays but never loses an
 //! event.
 
+use sea_orm::QueryTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
@@ -408,13 +409,10 @@ impl Store {
         let mut from = self.oldest_event().await?.unwrap_or(cutoff);
         while from <= cutoff {
             let upto = std::cmp::min(from.saturating_add(PURGE_BATCH - 1), cutoff);
-            let gate = self.write_gate().await;
-            let result = event::Entity::delete_many()
+            let purge = event::Entity::delete_many()
                 .filter(event::Column::Sequence.lte(upto))
-                .exec(&self.db)
-                .await?;
-            drop(gate);
-            deleted += result.rows_affected;
+                .build(self.backend());
+            deleted += self.execute_write(purge).await?.rows_affected();
             from = upto + 1;
         }
         Ok(deleted)

@@ -5,9 +5,12 @@
 //! the row only if its `version` is still the one the caller read (optimistic
 //! concurrency: concurrent transitions cannot both win, and a state the table
 //! forbids can never be stored) and (2) appends the events describing the change.
-//! On SQLite, write transactions start with `BEGIN IMMEDIATE` so they queue on the
-//! busy timeout instead of failing when two connections upgrade to writers at once.
+//! On SQLite, this server's writers take turns at a write gate and share their
+//! transactions' `COMMIT`s (group commit: see [`batch`]); their transactions start
+//! with `BEGIN IMMEDIATE`, so that another process writing the same file makes them
+//! wait on the busy timeout instead of failing when both upgrade to writers.
 
+mod batch;
 pub mod checkpoints;
 pub mod entities;
 pub mod events;
@@ -24,8 +27,7 @@ use sea_orm::sea_query::{Alias, CaseStatement, Expr, ExprTrait, Func, Query, Sim
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
     DatabaseConnection, DbBackend, DbErr, EntityTrait, IntoActiveModel, Iterable, ModelTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -35,6 +37,7 @@ use crate::domain::filter::{Expr as Filter, Op};
 use crate::domain::names::Ref;
 use crate::domain::page_token::PageTokens;
 use crate::error::{Error, Result};
+use batch::WriteTxn;
 use corral_migrations::{Migrator, MigratorTrait};
 use entities::{session, session_label, setting, worker};
 pub use events::{EventFilter, EventKind, EventPayload, NewEvent};
@@ -125,7 +128,7 @@ pub enum Write<T> {
 
 /// Connections to a SQLite database: two per CPU, between 4 and 16. Each is a
 /// thread doing CPU-bound work on the page cache, and writers take turns anyway
-/// (see [`WriteTxn`]), so more threads than that only add context switches: on 2
+/// (see [`batch`]), so more threads than that only add context switches: on 2
 /// vCPUs, 4 connections instead of 8 took `corral-bench lifecycle` from 184 to
 /// 194 cycles/s (BENCHMARKS.md).
 fn sqlite_pool_size() -> u32 {
@@ -144,43 +147,9 @@ pub struct Store {
     url: String,
     /// The highest event sequence known committed (see [`Store::committed_events`]).
     committed: Arc<tokio::sync::watch::Sender<i64>>,
-    /// SQLite only: taken by every write, in arrival order (see [`WriteTxn`]).
-    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
-}
-
-/// A write transaction. On SQLite it also holds the store's write gate until it
-/// ends: SQLite lets one writer in at a time, and a connection that finds the write
-/// lock taken waits in SQLite's busy handler, which *sleeps* 1, 2, 5, 10 … 100 ms
-/// between tries (`sqliteDefaultBusyCallback`) whether or not the lock was freed
-/// meanwhile. With 8 clients writing, those sleeps doubled the mean time of every
-/// call (`corral-bench lifecycle`; see BENCHMARKS.md). Behind the gate, writers of
-/// this server queue in a FIFO `tokio::sync::Mutex` and each starts the moment the
-/// previous one committed; the busy handler is left for other processes sharing the
-/// file.
-pub(crate) struct WriteTxn {
-    // Field order is drop order: the transaction (rolled back if not committed)
-    // before the gate.
-    txn: sea_orm::DatabaseTransaction,
-    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl std::ops::Deref for WriteTxn {
-    type Target = sea_orm::DatabaseTransaction;
-    fn deref(&self) -> &Self::Target {
-        &self.txn
-    }
-}
-
-impl WriteTxn {
-    /// Commits, then opens the gate.
-    pub(crate) async fn commit(self) -> std::result::Result<(), DbErr> {
-        self.txn.commit().await
-    }
-
-    /// Rolls back, then opens the gate.
-    pub(crate) async fn rollback(self) -> std::result::Result<(), DbErr> {
-        self.txn.rollback().await
-    }
+    /// SQLite only: the write gate every write goes through, in arrival order,
+    /// and its batch (see [`batch`]).
+    gate: Option<Arc<batch::Gate>>,
 }
 
 impl Store {
@@ -225,9 +194,7 @@ impl Store {
             page_tokens: PageTokens::new(key),
             url: url.to_owned(),
             committed: Arc::new(tokio::sync::watch::Sender::new(0)),
-            write_gate: url
-                .starts_with("sqlite:")
-                .then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            gate: url.starts_with("sqlite:").then(batch::Gate::new),
         };
         let head = store.event_head().await?;
         store.announce(head);
@@ -258,28 +225,33 @@ impl Store {
         &self.page_tokens
     }
 
-    /// Begins a write transaction (`BEGIN IMMEDIATE` on SQLite, behind the write
-    /// gate: see [`WriteTxn`]).
+    /// Begins a write transaction: on SQLite, a turn at the write gate in the
+    /// write batch (see [`batch`]); on PostgreSQL, a transaction of its own.
     async fn begin_write(&self) -> Result<WriteTxn> {
-        let gate = self.write_gate().await;
-        let txn = self
-            .db
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            })
-            .await?;
-        Ok(WriteTxn { txn, _gate: gate })
+        match &self.gate {
+            Some(gate) => Ok(gate.begin(&self.db).await?),
+            None => Ok(WriteTxn::alone(self.db.begin().await?)),
+        }
     }
 
-    /// On SQLite, waits for this server's turn to write (see [`WriteTxn`]); hold
-    /// the guard over a write outside [`begin_write`](Self::begin_write). `None` on
-    /// PostgreSQL, whose writers do not exclude each other.
-    async fn write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        match &self.write_gate {
-            Some(gate) => Some(Arc::clone(gate).lock_owned().await),
-            None => None,
+    /// Runs one write statement: on SQLite as a writer of the write batch (a
+    /// connection outside it would wait in SQLite's busy handler for the
+    /// batch's lock), on PostgreSQL on the pool, in autocommit.
+    ///
+    /// Errors: the database's.
+    async fn execute_write(&self, statement: Statement) -> Result<sea_orm::ExecResult> {
+        if self.gate.is_none() {
+            return Ok(self.db.execute_raw(statement).await?);
         }
+        let txn = self.begin_write().await?;
+        let result = txn.execute_raw(statement).await?;
+        txn.commit().await?;
+        Ok(result)
+    }
+
+    /// The backend statements are built for.
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
     }
 
     /// Inserts a new session with its labels and workers, and its events.

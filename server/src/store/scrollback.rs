@@ -1,6 +1,7 @@
 //! Persisted scrollback: batches of a worker's output in `scrollback_chunks`, kept
 //! to about one ring's worth per worker.
 
+use sea_orm::QueryTrait;
 use sea_orm::sea_query::Query;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
@@ -41,12 +42,10 @@ impl Store {
         if workers.is_empty() {
             return Ok(0);
         }
-        let _gate = self.write_gate().await;
         let deleted = scrollback_chunk::Entity::delete_many()
             .filter(scrollback_chunk::Column::WorkerId.is_in(workers))
-            .exec(&self.db)
-            .await?;
-        Ok(deleted.rows_affected)
+            .build(self.backend());
+        Ok(self.execute_write(deleted).await?.rows_affected())
     }
 
     /// Stores `data`, the worker's output from absolute offset `start`, as rows of
@@ -89,8 +88,7 @@ impl Store {
         if keep_from == 0 {
             // Nothing has left the ring yet (no chunk ends at or before 0): one
             // statement, no transaction.
-            let _gate = self.write_gate().await;
-            chunks.exec_without_returning(&self.db).await?;
+            self.execute_write(chunks.build(self.backend())).await?;
             return Ok(());
         }
         let txn = self.begin_write().await?;

@@ -1,6 +1,7 @@
 //! The `servers` registry: which server processes exist or existed, so that
 //! start-up reconciliation can tell a live server's sessions from orphans.
 
+use sea_orm::QueryTrait;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
 };
@@ -13,24 +14,21 @@ use crate::error::Result;
 impl Store {
     /// Records the start of a server process.
     pub async fn register_server(&self, model: &server::Model) -> Result<()> {
-        let _gate = self.write_gate().await;
-        server::Entity::insert(model.clone().into_active_model())
-            .exec_without_returning(&self.db)
-            .await?;
+        let insert = server::Entity::insert(model.clone().into_active_model());
+        self.execute_write(insert.build(self.backend())).await?;
         Ok(())
     }
 
     /// Records a clean shutdown of server `id` at `now`.
     pub async fn mark_server_stopped(&self, id: &str, now: Micros) -> Result<()> {
-        let _gate = self.write_gate().await;
-        server::Entity::update_many()
+        let update = server::Entity::update_many()
             .set(server::ActiveModel {
                 stop_time: Set(Some(now)),
                 ..Default::default()
             })
             .filter(server::Column::Id.eq(id))
-            .exec(&self.db)
-            .await?;
+            .build(self.backend());
+        self.execute_write(update).await?;
         Ok(())
     }
 

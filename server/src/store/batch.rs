@@ -1,0 +1,526 @@
+//! Group commit of SQLite writes: the write gate and its batch.
+//!
+//! SQLite lets one connection write at a time, and a connection that finds the
+//! write lock taken waits in SQLite's busy handler, which *sleeps* 1, 2, 5, 10 …
+//! 100 ms between tries (`sqliteDefaultBusyCallback`) whether or not the lock was
+//! freed meanwhile. So this server's writers take turns at a FIFO gate (a
+//! `tokio::sync::Mutex`), and the busy handler is left for other processes sharing
+//! the file.
+//!
+//! Each turn used to be a transaction of its own: a pool checkout, `BEGIN
+//! IMMEDIATE`, the statements, `COMMIT`. With many writers queued, most of a turn
+//! was that overhead (BENCHMARKS.md, "Where lifecycle's time goes"). Now a writer
+//! that reaches the gate while the writers before it left their transaction open
+//! *joins* it: its statements run inside a `SAVEPOINT`, which it releases (or rolls
+//! back to, undoing only its own writes) before handing the gate on. The writer that
+//! finds nobody queued behind it commits the batch for everyone; so does a committer
+//! task that queues at the gate as soon as a batch is left open, in case the writers
+//! behind go away. This is group commit, as PostgreSQL (`commit_delay`) and InnoDB
+//! do it for their logs, at the level of whole transactions.
+//!
+//! What a writer sees is unchanged: [`WriteTxn::commit`] returns once the `COMMIT`
+//! that holds its writes is done, with that `COMMIT`'s error if it failed (then
+//! none of the batch's writes are stored). A writer that fails or is cancelled
+//! before committing rolls back to its savepoint, and the batch is *sealed*: nobody
+//! joins it any more and the next holder of the gate commits it first. Sealing
+//! matters because some errors (a full disk, an I/O error) make SQLite roll back
+//! the whole transaction by itself; a `SAVEPOINT` after that would start a
+//! transaction of its own, which its `RELEASE` would commit at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use sea_orm::{
+    DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
+};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+
+/// Most writers in one batch. A batch's writers wait for its `COMMIT`, so a
+/// batch that kept growing under a steady queue would delay its first writer
+/// without bound; 32 turns are about 15–25 ms on a 2-vCPU machine.
+const MAX_BATCH: usize = 32;
+
+/// How a batch ended, for the writers waiting on it: `None` while it is open.
+type Outcome = Option<Result<(), Arc<str>>>;
+
+/// The write gate of a SQLite store (see the module's documentation).
+#[derive(Debug)]
+pub(crate) struct Gate {
+    batch: Arc<Mutex<Batch>>,
+    /// Writers waiting for the gate (not counting committer tasks).
+    waiting: AtomicUsize,
+    /// Batches committed so far (logged at debug level).
+    committed: AtomicU64,
+}
+
+/// The batch behind the gate. Whoever holds the gate owns it.
+#[derive(Debug)]
+struct Batch {
+    /// The batch's open transaction, between turns. `None` while no batch is
+    /// open, and while a writer holds it.
+    txn: Option<DatabaseTransaction>,
+    /// Writers whose writes are in `txn` and who wait for its `COMMIT`.
+    members: usize,
+    /// Nobody may join: the next holder of the gate commits the batch first.
+    sealed: bool,
+    /// A committer task is queued at the gate for this batch.
+    committer: bool,
+    /// Where the batch's members learn how it ended.
+    outcome: watch::Sender<Outcome>,
+}
+
+impl Batch {
+    /// Tells the members how the batch ended and starts afresh.
+    fn finish(&mut self, outcome: Result<(), Arc<str>>) {
+        self.outcome.send_replace(Some(outcome));
+        self.outcome = watch::Sender::new(None);
+        self.members = 0;
+        self.sealed = false;
+        self.committer = false;
+    }
+}
+
+impl Gate {
+    /// A gate with no batch open.
+    pub(crate) fn new() -> Arc<Gate> {
+        Arc::new(Gate {
+            batch: Arc::new(Mutex::new(Batch {
+                txn: None,
+                members: 0,
+                sealed: false,
+                committer: false,
+                outcome: watch::Sender::new(None),
+            })),
+            waiting: AtomicUsize::new(0),
+            committed: AtomicU64::new(0),
+        })
+    }
+
+    /// Waits for this writer's turn, then joins the open batch (a `SAVEPOINT` in
+    /// its transaction) or opens one (`BEGIN IMMEDIATE` on a connection of `db`).
+    ///
+    /// Errors: the database's; nothing is written then.
+    pub(crate) async fn begin(
+        self: &Arc<Self>,
+        db: &DatabaseConnection,
+    ) -> Result<WriteTxn, DbErr> {
+        let mut batch = {
+            let _waiting = Waiting::enter(&self.waiting);
+            Arc::clone(&self.batch).lock_owned().await
+        };
+        if batch.sealed {
+            match batch.txn.take() {
+                Some(txn) => {
+                    // The members learn the outcome; this writer's writes are not in it.
+                    if let Err(err) = self.settle(&mut batch, txn).await {
+                        tracing::warn!(%err, "committing a sealed batch of SQLite writes");
+                    }
+                }
+                None => batch.sealed = false,
+            }
+        }
+        match batch.txn.take() {
+            Some(outer) => match outer.begin().await {
+                Ok(savepoint) => Ok(WriteTxn {
+                    txn: savepoint,
+                    seat: Some(Seat {
+                        batch,
+                        outer: Some(outer),
+                        gate: Arc::clone(self),
+                    }),
+                }),
+                Err(err) => {
+                    batch.txn = Some(outer);
+                    batch.sealed = true;
+                    Err(err)
+                }
+            },
+            None => {
+                let txn = db
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(WriteTxn {
+                    txn,
+                    seat: Some(Seat {
+                        batch,
+                        outer: None,
+                        gate: Arc::clone(self),
+                    }),
+                })
+            }
+        }
+    }
+
+    /// Commits the batch `txn` and tells its members. Cancelled half-way, it tells
+    /// them the `COMMIT` was interrupted.
+    async fn settle(&self, batch: &mut Batch, txn: DatabaseTransaction) -> Result<(), DbErr> {
+        let members = batch.members;
+        let mut settling = Settling { batch, done: false };
+        let result = txn.commit().await;
+        settling.done = true;
+        match &result {
+            Ok(()) => {
+                let committed = self.committed.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::trace!(members, committed, "SQLite write batch committed");
+                settling.batch.finish(Ok(()));
+            }
+            Err(err) => settling.batch.finish(Err(commit_failed(err))),
+        }
+        result
+    }
+
+    /// Ends the batch without committing it, after a `RELEASE` or `ROLLBACK TO`
+    /// failed and left its state unknown: rolls it back and tells the members.
+    async fn abandon(&self, batch: &mut Batch, txn: DatabaseTransaction, cause: &DbErr) {
+        if let Err(err) = txn.rollback().await {
+            tracing::warn!(%err, "rolling back an abandoned SQLite write batch");
+        }
+        batch.finish(Err(Arc::from(format!(
+            "a write of the same batch failed and the batch was rolled back: {cause}"
+        ))));
+    }
+
+    /// The committer: waits for the gate behind the writers queued when a batch
+    /// was left open, then commits that batch if none of them did.
+    async fn commit_at_turn(self: Arc<Self>) {
+        let mut batch = Arc::clone(&self.batch).lock_owned().await;
+        if let Some(txn) = batch.txn.take()
+            && let Err(err) = self.settle(&mut batch, txn).await
+        {
+            tracing::warn!(%err, "committing a batch of SQLite writes");
+        }
+    }
+}
+
+/// The message a batch's members get when its `COMMIT` failed.
+fn commit_failed(err: &DbErr) -> Arc<str> {
+    Arc::from(format!("COMMIT of the write batch failed: {err}"))
+}
+
+/// Counts a writer as waiting for the gate while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A batch being committed; dropped before its `COMMIT` returned, it tells the
+/// members that the outcome is unknown.
+struct Settling<'a> {
+    batch: &'a mut Batch,
+    done: bool,
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.batch.finish(Err(Arc::from(
+                "the COMMIT of the write batch was interrupted; its writes may or may not be stored",
+            )));
+        }
+    }
+}
+
+/// A writer's hold on the gate.
+#[derive(Debug)]
+struct Seat {
+    batch: OwnedMutexGuard<Batch>,
+    /// The batch's transaction while this writer writes in a savepoint of it;
+    /// `None` when the writer opened the batch (its transaction is the batch's).
+    outer: Option<DatabaseTransaction>,
+    gate: Arc<Gate>,
+}
+
+impl Drop for Seat {
+    /// Reached with `outer` still held only when the writer neither committed nor
+    /// rolled back (an error, or its future was dropped). Its savepoint, dropped
+    /// just before, queued its `ROLLBACK TO`; the batch goes back, sealed.
+    fn drop(&mut self) {
+        if let Some(outer) = self.outer.take() {
+            self.batch.txn = Some(outer);
+            self.batch.sealed = true;
+        }
+    }
+}
+
+/// A write transaction: the statements of one writer, committed (or rolled back)
+/// as a whole. On SQLite it holds the write gate until it ends and runs in the
+/// write batch (see the module's documentation); on PostgreSQL it is an ordinary
+/// transaction of its own.
+#[derive(Debug)]
+pub(crate) struct WriteTxn {
+    // Field order is drop order: the transaction (rolled back if not committed)
+    // before the seat that returns the batch and opens the gate.
+    txn: DatabaseTransaction,
+    seat: Option<Seat>,
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}
+
+impl WriteTxn {
+    /// A transaction outside any gate (PostgreSQL).
+    pub(crate) fn alone(txn: DatabaseTransaction) -> WriteTxn {
+        WriteTxn { txn, seat: None }
+    }
+
+    /// Commits: returns once the `COMMIT` holding this writer's statements is
+    /// done. On SQLite that is the batch's `COMMIT`, made by this writer when
+    /// nobody waits behind it, else by a later one.
+    ///
+    /// Errors: the database's. When the batch's `COMMIT` failed, none of its
+    /// writes are stored.
+    pub(crate) async fn commit(self) -> Result<(), DbErr> {
+        let WriteTxn { txn, seat } = self;
+        let Some(mut seat) = seat else {
+            return txn.commit().await;
+        };
+        let gate = Arc::clone(&seat.gate);
+        let outer = match seat.outer.take() {
+            None => txn,
+            Some(outer) => {
+                if let Err(err) = txn.commit().await {
+                    gate.abandon(&mut seat.batch, outer, &err).await;
+                    return Err(err);
+                }
+                outer
+            }
+        };
+        seat.batch.members += 1;
+        if gate.waiting.load(Ordering::Acquire) == 0 || seat.batch.members >= MAX_BATCH {
+            return gate.settle(&mut seat.batch, outer).await;
+        }
+        // Writers are queued: leave the batch open for them.
+        seat.batch.txn = Some(outer);
+        let mut outcome = seat.batch.outcome.subscribe();
+        if !seat.batch.committer {
+            seat.batch.committer = true;
+            tokio::spawn(Arc::clone(&gate).commit_at_turn());
+        }
+        drop(seat);
+        let ended = outcome.wait_for(Option::is_some).await;
+        match ended.as_deref() {
+            Ok(Some(Ok(()))) => Ok(()),
+            Ok(Some(Err(message))) => Err(DbErr::Custom(message.to_string())),
+            Ok(None) | Err(_) => Err(DbErr::Custom(
+                "the write batch was dropped before its COMMIT".to_owned(),
+            )),
+        }
+    }
+
+    /// Rolls back this writer's statements (on SQLite, to its savepoint; the
+    /// batch's other writes stay), then opens the gate.
+    ///
+    /// Errors: the database's. If a `ROLLBACK TO` fails, the whole batch is
+    /// rolled back and its members get the error.
+    pub(crate) async fn rollback(self) -> Result<(), DbErr> {
+        let WriteTxn { txn, seat } = self;
+        let result = txn.rollback().await;
+        if let Some(mut seat) = seat
+            && let Some(outer) = seat.outer.take()
+        {
+            match &result {
+                Ok(()) => seat.batch.txn = Some(outer),
+                Err(err) => {
+                    let gate = Arc::clone(&seat.gate);
+                    gate.abandon(&mut seat.batch, outer, err).await;
+                }
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use std::time::Duration;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+        (dir, Store::connect(&url).await.unwrap())
+    }
+
+    fn gate(store: &Store) -> Arc<Gate> {
+        Arc::clone(store.gate.as_ref().unwrap())
+    }
+
+    async fn begin(store: &Store) -> Result<WriteTxn, DbErr> {
+        gate(store).begin(store.connection()).await
+    }
+
+    async fn insert(txn: &WriteTxn, key: &str) -> Result<(), DbErr> {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            r#"INSERT INTO "settings" ("key", "value") VALUES (?, ?)"#,
+            [key.into(), "v".into()],
+        ))
+        .await
+        .map(drop)
+    }
+
+    async fn stored(store: &Store, key: &str) -> bool {
+        store
+            .connection()
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                r#"SELECT 1 FROM "settings" WHERE "key" = ?"#,
+                [key.into()],
+            ))
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    /// Holds the gate until `writers` writers queue behind it, then lets them in.
+    async fn release_when_queued(gate: &Gate, held: OwnedMutexGuard<Batch>, writers: usize) {
+        while gate.waiting.load(Ordering::Acquire) < writers {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(held);
+    }
+
+    /// Writers that queue behind each other share one COMMIT; a writer whose
+    /// statement fails in the middle of the batch loses only its own writes, its
+    /// error is its own (here: the primary key it repeated), and nobody joins
+    /// the batch after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_writers_share_one_commit_and_a_failure_stays_its_own() {
+        let (_dir, store) = store().await;
+        let gate = gate(&store);
+        let before = gate.committed.load(Ordering::Relaxed);
+        let held = Arc::clone(&gate.batch).lock_owned().await;
+        let mut writers = Vec::new();
+        for key in ["w0", "w1", "w2", "w1-again", "w4"] {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                let txn = begin(&store).await?;
+                insert(&txn, &format!("{key}-extra")).await?;
+                insert(&txn, key.trim_end_matches("-again")).await?;
+                txn.commit().await
+            }));
+            // In this order at the gate.
+            while gate.waiting.load(Ordering::Acquire) < writers.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        release_when_queued(&gate, held, 5).await;
+        let mut results = Vec::new();
+        for writer in writers {
+            results.push(writer.await.unwrap());
+        }
+        for (i, result) in results.iter().enumerate() {
+            if i == 3 {
+                let err = result.as_ref().unwrap_err().to_string();
+                assert!(err.contains("UNIQUE"), "{err}");
+            } else {
+                assert!(result.is_ok(), "writer {i}: {result:?}");
+            }
+        }
+        // w0, w1 and w2 in one COMMIT; the failed writer sealed that batch, so
+        // w4 committed one of its own.
+        assert_eq!(gate.committed.load(Ordering::Relaxed) - before, 2);
+        for key in ["w0", "w1", "w2", "w4", "w0-extra", "w4-extra"] {
+            assert!(stored(&store, key).await, "{key} is missing");
+        }
+        assert!(
+            !stored(&store, "w1-again-extra").await,
+            "the failed writer's first insert was kept"
+        );
+    }
+
+    /// A writer that is dropped in the middle of a batch (an error returned with
+    /// `?`, or its request cancelled) loses its own writes only; the batch is
+    /// committed for the writer before it, by the committer task since nobody
+    /// else is queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_dropped_in_a_batch_loses_only_its_writes() {
+        let (_dir, store) = store().await;
+        let gate = gate(&store);
+        let first = begin(&store).await.unwrap();
+        insert(&first, "kept").await.unwrap();
+        let (inside, entered) = tokio::sync::oneshot::channel();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let txn = begin(&store).await.unwrap();
+                insert(&txn, "dropped").await.unwrap();
+                inside.send(()).unwrap();
+                finished.await.ok();
+                drop(txn);
+            }
+        });
+        while gate.waiting.load(Ordering::Acquire) < 1 {
+            tokio::task::yield_now().await;
+        }
+        // Leaves the batch open for the second writer and waits for its COMMIT.
+        let committing = tokio::spawn(first.commit());
+        entered.await.unwrap();
+        finish.send(()).unwrap();
+        second.await.unwrap();
+        committing.await.unwrap().unwrap();
+        assert!(stored(&store, "kept").await);
+        assert!(!stored(&store, "dropped").await);
+        // The gate is free and the next batch starts clean.
+        let txn = begin(&store).await.unwrap();
+        insert(&txn, "after").await.unwrap();
+        txn.commit().await.unwrap();
+        assert!(stored(&store, "after").await);
+    }
+
+    /// A writer that rolls back in a batch undoes its own writes only, and the
+    /// one alone at the gate commits at once (no committer task involved).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rollback_in_a_batch_keeps_the_others() {
+        let (_dir, store) = store().await;
+        let gate = gate(&store);
+        let held = Arc::clone(&gate.batch).lock_owned().await;
+        let keep = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let txn = begin(&store).await?;
+                insert(&txn, "a").await?;
+                txn.commit().await
+            }
+        });
+        while gate.waiting.load(Ordering::Acquire) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let undo = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let txn = begin(&store).await?;
+                insert(&txn, "b").await?;
+                txn.rollback().await
+            }
+        });
+        release_when_queued(&gate, held, 2).await;
+        keep.await.unwrap().unwrap();
+        undo.await.unwrap().unwrap();
+        let txn = begin(&store).await.unwrap();
+        txn.commit().await.unwrap();
+        assert!(stored(&store, "a").await);
+        assert!(!stored(&store, "b").await);
+    }
+}
