@@ -12,17 +12,21 @@
 //! was that overhead (BENCHMARKS.md, "Where lifecycle's time goes"). Now a writer
 //! that reaches the gate while the writers before it left their transaction open
 //! *joins* it: its statements run inside a `SAVEPOINT`, which it releases (or rolls
-//! back to, undoing only its own writes) before handing the gate on. The writer that
-//! finds nobody queued behind it commits the batch for everyone; so does a committer
-//! task that queues at the gate as soon as a batch is left open, in case the writers
-//! behind go away. This is group commit, as PostgreSQL (`commit_delay`) and InnoDB
-//! do it for their logs, at the level of whole transactions.
+//! back to, undoing only its own writes) before handing the gate on. A writer alone
+//! at the gate commits at once, as before. Otherwise the batch is left open, and a
+//! committer task, which queued at the gate the moment the batch was first left
+//! open, commits it for everyone once the writers queued before it had their turn.
+//! The committer is a task of its own so that no writer's cancellation (its client
+//! went away) can interrupt a `COMMIT` others wait for. This is group commit, as
+//! PostgreSQL (`commit_delay`) and InnoDB do it for their logs, at the level of
+//! whole transactions.
 //!
 //! What a writer sees is unchanged: [`WriteTxn::commit`] returns once the `COMMIT`
 //! that holds its writes is done, with that `COMMIT`'s error if it failed (then
 //! none of the batch's writes are stored). A writer that fails or is cancelled
 //! before committing rolls back to its savepoint, and the batch is *sealed*: nobody
-//! joins it any more and the next holder of the gate commits it first. Sealing
+//! joins it any more, and writers that reach the gate queue again behind the
+//! committer. Sealing
 //! matters because some errors (a full disk, an I/O error) make SQLite roll back
 //! the whole transaction by itself; a `SAVEPOINT` after that would start a
 //! transaction of its own, which its `RELEASE` would commit at once.
@@ -36,9 +40,10 @@ use sea_orm::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
-/// Most writers in one batch. A batch's writers wait for its `COMMIT`, so a
-/// batch that kept growing under a steady queue would delay its first writer
-/// without bound; 32 turns are about 15–25 ms on a 2-vCPU machine.
+/// Most writers in one batch; the batch is then sealed. A batch's writers wait
+/// for its `COMMIT`, so a batch that kept growing under a steady queue would
+/// delay its first writer without bound; 32 turns are about 15–25 ms on a
+/// 2-vCPU machine.
 const MAX_BATCH: usize = 32;
 
 /// How a batch ended, for the writers waiting on it: `None` while it is open.
@@ -62,7 +67,8 @@ struct Batch {
     txn: Option<DatabaseTransaction>,
     /// Writers whose writes are in `txn` and who wait for its `COMMIT`.
     members: usize,
-    /// Nobody may join: the next holder of the gate commits the batch first.
+    /// Nobody may join: writers that reach the gate queue again, behind the
+    /// committer task.
     sealed: bool,
     /// A committer task is queued at the gate for this batch.
     committer: bool,
@@ -105,37 +111,40 @@ impl Gate {
         self: &Arc<Self>,
         db: &DatabaseConnection,
     ) -> Result<WriteTxn, DbErr> {
-        let mut batch = {
-            let _waiting = Waiting::enter(&self.waiting);
-            Arc::clone(&self.batch).lock_owned().await
-        };
-        if batch.sealed {
-            match batch.txn.take() {
-                Some(txn) => {
-                    // The members learn the outcome; this writer's writes are not in it.
-                    if let Err(err) = self.settle(&mut batch, txn).await {
-                        tracing::warn!(%err, "committing a sealed batch of SQLite writes");
-                    }
-                }
-                None => batch.sealed = false,
+        let queued = Waiting::enter(&self.waiting);
+        let mut batch = loop {
+            let batch = Arc::clone(&self.batch).lock_owned().await;
+            if !(batch.sealed && batch.txn.is_some()) {
+                break batch;
             }
-        }
-        match batch.txn.take() {
-            Some(outer) => match outer.begin().await {
-                Ok(savepoint) => Ok(WriteTxn {
+            // Sealed: its committer task is queued at the gate, and this writer
+            // was ahead of it. Queue again, behind it.
+            drop(batch);
+        };
+        drop(queued);
+        batch.sealed = false;
+        // The batch's transaction stays in the batch across every await, so that
+        // a writer cancelled there leaves it whole.
+        let joined = match batch.txn.as_ref() {
+            Some(outer) => Some(outer.begin().await),
+            None => None,
+        };
+        match joined {
+            Some(Ok(savepoint)) => {
+                let outer = batch.txn.take();
+                Ok(WriteTxn {
                     txn: savepoint,
                     seat: Some(Seat {
                         batch,
-                        outer: Some(outer),
+                        outer,
                         gate: Arc::clone(self),
                     }),
-                }),
-                Err(err) => {
-                    batch.txn = Some(outer);
-                    batch.sealed = true;
-                    Err(err)
-                }
-            },
+                })
+            }
+            Some(Err(err)) => {
+                batch.sealed = true;
+                Err(err)
+            }
             None => {
                 let txn = db
                     .begin_with_options(TransactionOptions {
@@ -174,14 +183,15 @@ impl Gate {
     }
 
     /// Ends the batch without committing it, after a `RELEASE` or `ROLLBACK TO`
-    /// failed and left its state unknown: rolls it back and tells the members.
-    async fn abandon(&self, batch: &mut Batch, txn: DatabaseTransaction, cause: &DbErr) {
-        if let Err(err) = txn.rollback().await {
-            tracing::warn!(%err, "rolling back an abandoned SQLite write batch");
-        }
+    /// failed and left its state unknown: tells the members, then rolls it back
+    /// (dropped half-way, the transaction queues its `ROLLBACK` itself).
+    async fn abandon(batch: &mut Batch, txn: DatabaseTransaction, cause: &DbErr) {
         batch.finish(Err(Arc::from(format!(
             "a write of the same batch failed and the batch was rolled back: {cause}"
         ))));
+        if let Err(err) = txn.rollback().await {
+            tracing::warn!(%err, "rolling back an abandoned SQLite write batch");
+        }
     }
 
     /// The committer: waits for the gate behind the writers queued when a batch
@@ -282,8 +292,8 @@ impl WriteTxn {
     }
 
     /// Commits: returns once the `COMMIT` holding this writer's statements is
-    /// done. On SQLite that is the batch's `COMMIT`, made by this writer when
-    /// nobody waits behind it, else by a later one.
+    /// done. On SQLite that is the batch's `COMMIT`, made by this writer when it
+    /// is alone at the gate, else by the batch's committer task.
     ///
     /// Errors: the database's. When the batch's `COMMIT` failed, none of its
     /// writes are stored.
@@ -293,21 +303,32 @@ impl WriteTxn {
             return txn.commit().await;
         };
         let gate = Arc::clone(&seat.gate);
-        let outer = match seat.outer.take() {
-            None => txn,
-            Some(outer) => {
-                if let Err(err) = txn.commit().await {
-                    gate.abandon(&mut seat.batch, outer, &err).await;
-                    return Err(err);
-                }
-                outer
+        // A joiner's `outer` stays in its seat across the `RELEASE`: cancelled
+        // there, the seat puts it back (sealed).
+        let outer = if seat.outer.is_some() {
+            let released = txn.commit().await;
+            let Some(outer) = seat.outer.take() else {
+                return released;
+            };
+            if let Err(err) = released {
+                Gate::abandon(&mut seat.batch, outer, &err).await;
+                return Err(err);
             }
+            outer
+        } else {
+            txn
         };
         seat.batch.members += 1;
-        if gate.waiting.load(Ordering::Acquire) == 0 || seat.batch.members >= MAX_BATCH {
+        if seat.batch.members == 1 && gate.waiting.load(Ordering::Acquire) == 0 {
+            // Alone: commit here. Cancelled during it, this writer is the only
+            // one left not knowing.
             return gate.settle(&mut seat.batch, outer).await;
         }
-        // Writers are queued: leave the batch open for them.
+        // Writers are queued, or others wait for this batch: leave it to them
+        // and the committer task, which no cancellation interrupts.
+        if seat.batch.members >= MAX_BATCH {
+            seat.batch.sealed = true;
+        }
         seat.batch.txn = Some(outer);
         let mut outcome = seat.batch.outcome.subscribe();
         if !seat.batch.committer {
@@ -332,16 +353,14 @@ impl WriteTxn {
     /// rolled back and its members get the error.
     pub(crate) async fn rollback(self) -> Result<(), DbErr> {
         let WriteTxn { txn, seat } = self;
+        // As in `commit`, the batch's transaction stays in the seat meanwhile.
         let result = txn.rollback().await;
         if let Some(mut seat) = seat
             && let Some(outer) = seat.outer.take()
         {
             match &result {
                 Ok(()) => seat.batch.txn = Some(outer),
-                Err(err) => {
-                    let gate = Arc::clone(&seat.gate);
-                    gate.abandon(&mut seat.batch, outer, err).await;
-                }
+                Err(err) => Gate::abandon(&mut seat.batch, outer, err).await,
             }
         }
         result
@@ -483,6 +502,52 @@ mod tests {
         assert!(stored(&store, "kept").await);
         assert!(!stored(&store, "dropped").await);
         // The gate is free and the next batch starts clean.
+        let txn = begin(&store).await.unwrap();
+        insert(&txn, "after").await.unwrap();
+        txn.commit().await.unwrap();
+        assert!(stored(&store, "after").await);
+    }
+
+    /// A writer whose commit is cancelled half-way (its request went away during
+    /// the `RELEASE`) hands the batch back whole: the writer before it, waiting
+    /// for the batch's COMMIT, gets it, and the gate works on. The batch's
+    /// transaction used to sit in a local there, so the cancel rolled back the
+    /// whole batch and left that writer waiting forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_cancelled_half_way_leaves_the_batch_whole() {
+        let (_dir, store) = store().await;
+        let gate = gate(&store);
+        let first = begin(&store).await.unwrap();
+        insert(&first, "first").await.unwrap();
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let txn = begin(&store).await.unwrap();
+                insert(&txn, "second").await.unwrap();
+                // Polled once (the RELEASE is sent), then dropped. (Should the
+                // SQLite thread answer within that one poll, the commit simply
+                // completes, and the rest must hold all the same.)
+                let mut commit = std::pin::pin!(txn.commit());
+                let polled =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(commit.as_mut().poll(cx)))
+                        .await;
+                if let std::task::Poll::Ready(result) = polled {
+                    result.unwrap();
+                }
+            }
+        });
+        while gate.waiting.load(Ordering::Acquire) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let committing = tokio::spawn(first.commit());
+        second.await.unwrap();
+        // A hang guard, not a timing assertion.
+        tokio::time::timeout(Duration::from_secs(30), committing)
+            .await
+            .expect("the first writer still waits for its batch")
+            .unwrap()
+            .unwrap();
+        assert!(stored(&store, "first").await);
         let txn = begin(&store).await.unwrap();
         insert(&txn, "after").await.unwrap();
         txn.commit().await.unwrap();
