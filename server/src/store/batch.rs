@@ -411,6 +411,14 @@ mod tests {
             .is_some()
     }
 
+    /// The gate is free and a writer alone at it commits.
+    async fn gate_works_on(store: &Store) {
+        let txn = begin(store).await.unwrap();
+        insert(&txn, "after").await.unwrap();
+        txn.commit().await.unwrap();
+        assert!(stored(store, "after").await);
+    }
+
     /// Holds the gate until `writers` writers queue behind it, then lets them in.
     async fn release_when_queued(gate: &Gate, held: OwnedMutexGuard<Batch>, writers: usize) {
         while gate.waiting.load(Ordering::Acquire) < writers {
@@ -501,11 +509,7 @@ mod tests {
         committing.await.unwrap().unwrap();
         assert!(stored(&store, "kept").await);
         assert!(!stored(&store, "dropped").await);
-        // The gate is free and the next batch starts clean.
-        let txn = begin(&store).await.unwrap();
-        insert(&txn, "after").await.unwrap();
-        txn.commit().await.unwrap();
-        assert!(stored(&store, "after").await);
+        gate_works_on(&store).await;
     }
 
     /// A writer whose commit is cancelled half-way (its request went away during
@@ -548,14 +552,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(stored(&store, "first").await);
-        let txn = begin(&store).await.unwrap();
-        insert(&txn, "after").await.unwrap();
-        txn.commit().await.unwrap();
-        assert!(stored(&store, "after").await);
+        gate_works_on(&store).await;
     }
 
-    /// A writer that rolls back in a batch undoes its own writes only, and the
-    /// one alone at the gate commits at once (no committer task involved).
+    /// A writer that rolls back in a batch undoes its own writes only; the
+    /// batch's committer commits the writer's before it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rollback_in_a_batch_keeps_the_others() {
         let (_dir, store) = store().await;
@@ -583,8 +584,6 @@ mod tests {
         release_when_queued(&gate, held, 2).await;
         keep.await.unwrap().unwrap();
         undo.await.unwrap().unwrap();
-        let txn = begin(&store).await.unwrap();
-        txn.commit().await.unwrap();
         assert!(stored(&store, "a").await);
         assert!(!stored(&store, "b").await);
     }
