@@ -23,13 +23,14 @@
 //!
 //! What a writer sees is unchanged: [`WriteTxn::commit`] returns once the `COMMIT`
 //! that holds its writes is done, with that `COMMIT`'s error if it failed (then
-//! none of the batch's writes are stored). A writer that fails or is cancelled
-//! before committing rolls back to its savepoint, and the batch is *sealed*: nobody
-//! joins it any more, and writers that reach the gate queue again behind the
-//! committer. Sealing
-//! matters because some errors (a full disk, an I/O error) make SQLite roll back
-//! the whole transaction by itself; a `SAVEPOINT` after that would start a
-//! transaction of its own, which its `RELEASE` would commit at once.
+//! none of the batch's writes are stored), and [`WriteTxn::rollback`] undoes its
+//! own writes only. A writer dropped before either (an error returned with `?`, or
+//! its request cancelled) rolls back to its savepoint too, and the batch is
+//! *sealed*: nobody joins it any more, and writers that reach the gate queue again
+//! behind the committer. Sealing matters because some errors (a full disk, an I/O
+//! error) make SQLite roll back the whole transaction by itself; a `SAVEPOINT`
+//! after that would start a transaction of its own, which its `RELEASE` would
+//! commit at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -55,7 +56,7 @@ pub(crate) struct Gate {
     batch: Arc<Mutex<Batch>>,
     /// Writers waiting for the gate (not counting committer tasks).
     waiting: AtomicUsize,
-    /// Batches committed so far (logged at debug level).
+    /// Batches committed so far (logged at trace level).
     committed: AtomicU64,
 }
 
@@ -195,7 +196,8 @@ impl Gate {
     }
 
     /// The committer: waits for the gate behind the writers queued when a batch
-    /// was left open, then commits that batch if none of them did.
+    /// was first left open (they join it, or queue again if it is sealed), then
+    /// commits the open batch.
     async fn commit_at_turn(self: Arc<Self>) {
         let mut batch = Arc::clone(&self.batch).lock_owned().await;
         if let Some(txn) = batch.txn.take()
