@@ -478,6 +478,37 @@ mod tests {
         );
     }
 
+    /// A batch takes at most `MAX_BATCH` writers: then it is sealed, the writers
+    /// still queued go behind its committer, and they form the next batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_batch_is_sealed_and_the_queue_forms_the_next() {
+        let (_dir, store) = store().await;
+        let gate = gate(&store);
+        let before = gate.committed.load(Ordering::Relaxed);
+        let held = Arc::clone(&gate.batch).lock_owned().await;
+        let writers: Vec<_> = (0..MAX_BATCH + 8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let txn = begin(&store).await?;
+                    insert(&txn, &format!("k{i}")).await?;
+                    txn.commit().await
+                })
+            })
+            .collect();
+        release_when_queued(&gate, held, writers.len()).await;
+        for writer in writers {
+            writer.await.unwrap().unwrap();
+        }
+        // 32 in the first batch, the other 8 after it (in one batch, or more if
+        // a writer reached the gate only after the second batch's committer).
+        assert!(gate.committed.load(Ordering::Relaxed) - before >= 2);
+        for i in 0..MAX_BATCH + 8 {
+            assert!(stored(&store, &format!("k{i}")).await, "k{i} is missing");
+        }
+        gate_works_on(&store).await;
+    }
+
     /// A writer that is dropped in the middle of a batch (an error returned with
     /// `?`, or its request cancelled) loses its own writes only; the batch is
     /// committed for the writer before it, by the committer task since nobody
