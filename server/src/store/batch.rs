@@ -423,10 +423,22 @@ mod tests {
 
     /// Holds the gate until `writers` writers queue behind it, then lets them in.
     async fn release_when_queued(gate: &Gate, held: OwnedMutexGuard<Batch>, writers: usize) {
-        while gate.waiting.load(Ordering::Acquire) < writers {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        until_queued(gate, writers).await;
         drop(held);
+    }
+
+    /// Returns once `writers` writers wait for the gate.
+    async fn until_queued(gate: &Gate, writers: usize) {
+        while gate.waiting.load(Ordering::Acquire) < writers {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A writer that opened a batch and wrote `key` in it.
+    async fn first_writer(store: &Store, key: &str) -> WriteTxn {
+        let txn = begin(store).await.unwrap();
+        insert(&txn, key).await.unwrap();
+        txn
     }
 
     /// Writers that queue behind each other share one COMMIT; a writer whose
@@ -449,9 +461,7 @@ mod tests {
                 txn.commit().await
             }));
             // In this order at the gate.
-            while gate.waiting.load(Ordering::Acquire) < writers.len() {
-                tokio::task::yield_now().await;
-            }
+            until_queued(&gate, writers.len()).await;
         }
         release_when_queued(&gate, held, 5).await;
         let mut results = Vec::new();
@@ -517,8 +527,7 @@ mod tests {
     async fn a_writer_dropped_in_a_batch_loses_only_its_writes() {
         let (_dir, store) = store().await;
         let gate = gate(&store);
-        let first = begin(&store).await.unwrap();
-        insert(&first, "kept").await.unwrap();
+        let first = first_writer(&store, "kept").await;
         let (inside, entered) = tokio::sync::oneshot::channel();
         let (finish, finished) = tokio::sync::oneshot::channel::<()>();
         let second = tokio::spawn({
@@ -531,9 +540,7 @@ mod tests {
                 drop(txn);
             }
         });
-        while gate.waiting.load(Ordering::Acquire) < 1 {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&gate, 1).await;
         // Leaves the batch open for the second writer and waits for its COMMIT.
         let committing = tokio::spawn(first.commit());
         entered.await.unwrap();
@@ -554,8 +561,7 @@ mod tests {
     async fn a_commit_cancelled_half_way_leaves_the_batch_whole() {
         let (_dir, store) = store().await;
         let gate = gate(&store);
-        let first = begin(&store).await.unwrap();
-        insert(&first, "first").await.unwrap();
+        let first = first_writer(&store, "first").await;
         let second = tokio::spawn({
             let store = store.clone();
             async move {
@@ -573,9 +579,7 @@ mod tests {
                 }
             }
         });
-        while gate.waiting.load(Ordering::Acquire) < 1 {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&gate, 1).await;
         let committing = tokio::spawn(first.commit());
         second.await.unwrap();
         // A hang guard, not a timing assertion.
@@ -603,9 +607,7 @@ mod tests {
                 txn.commit().await
             }
         });
-        while gate.waiting.load(Ordering::Acquire) < 1 {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&gate, 1).await;
         let undo = tokio::spawn({
             let store = store.clone();
             async move {
