@@ -208,6 +208,62 @@ async fn idle_and_old_attach_streams_end_with_deadline_exceeded() {
     server.stop().await;
 }
 
+/// Output alone is activity: a client that only watches a busy worker is not
+/// idle however far the clock moves, as long as output keeps coming. (The
+/// response stream sends output without the task that checks the deadlines,
+/// which sees the count of frames sent move at its next check.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_alone_keeps_an_attach_stream_from_idling_out() {
+    const MINUTE: Duration = Duration::from_secs(60);
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let server = TestServer::start_with(
+        |config| config.stream_idle_timeout = 10 * MINUTE,
+        Some(clock.clone()),
+    )
+    .await;
+    server.create_session("chatty").await;
+    server.start_session("chatty").await;
+    let mut client = server
+        .attach("sessions/chatty/workers/shell", None, None)
+        .await;
+    // The last input: from here on only output flows, a line every 50 ms.
+    client
+        .input(b"i=0; while :; do i=$((i+1)); echo line-$((i+1000)); sleep 0.05; done\n")
+        .await;
+    client.expect("line-1002").await;
+    // 3 × 6 minutes without input, each followed by more than one deadline check
+    // (every second here: a quarter of the limit, at most 1 s).
+    for _ in 0..3 {
+        clock.advance(6 * MINUTE);
+        let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+        let before = client.output.len();
+        while let Ok(open) = tokio::time::timeout_at(until, client.pump()).await {
+            assert!(open, "the stream ended: {:?}", client.ended);
+        }
+        assert!(client.output.len() > before, "output kept coming");
+    }
+    // Quiet now (Ctrl-C, the last input): the idle limit applies again.
+    client.input(b"\x03").await;
+    let mut ended = None;
+    for _ in 0..4 {
+        clock.advance(11 * MINUTE);
+        if let Ok(end) = tokio::time::timeout(Duration::from_secs(5), client.until_end()).await {
+            ended = Some(end);
+            break;
+        }
+    }
+    let status = ended
+        .expect("the quiet stream ended")
+        .expect_err("ended by the server");
+    assert_limit(
+        &status,
+        Code::DeadlineExceeded,
+        "stream_idle_timeout",
+        "10m",
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_unary_call_gets_deadline_exceeded_and_still_completes() {
     let server = TestServer::start_with(

@@ -1,12 +1,16 @@
 //! `corral.v1.WorkerService`, including the Attach stream.
 //!
 //! Attach: the handler reads the opening frame, asks the manager for an
-//! [`Attachment`] (which fails with a status before any stream exists), then hands
-//! the request stream and the attachment to a task that owns both. The task feeds a
-//! bounded channel that tonic drains into the response stream; a failed send means
-//! the client left. It ends on detach, on the worker's exit (after the last output
-//! and the exit frame), when the client goes away, and when the server shuts down
-//! (tonic would otherwise wait for open streams forever).
+//! [`Attachment`] (which fails with a status before any stream exists), then splits
+//! it in two. The response stream, [`AttachOutput`], reads the worker's output
+//! straight from its ring whenever hyper polls it (the actor's wake-up reaches the
+//! task sending the response directly). A task of its own, the `Pump`, owns the
+//! request stream: it handles input, resizes and detach, and queues every other
+//! frame (`error`, `update`, `detached`, the final status) on a bounded channel the
+//! response stream drains first; a failed send means the client left. The stream
+//! ends after the `exit` frame that follows the last output, on detach, when the
+//! client goes away, and when the server shuts down (tonic would otherwise wait for
+//! open streams forever).
 //!
 //! Limits of one stream: input frames at most `--max-input-frame-bytes` (larger
 //! ends the stream, RESOURCE_EXHAUSTED); input at most
@@ -17,12 +21,18 @@
 //! DEADLINE_EXCEEDED. A request frame that does not decode ends it with
 //! INVALID_ARGUMENT.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
 use corral::pb;
 use corral::pb::attach_request::Frame as In;
 use corral::pb::attach_response::Frame as Out;
 use corral::pb::worker_service_server::WorkerService;
+use futures::Stream;
+use futures::stream::BoxStream;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -33,15 +43,16 @@ use crate::domain::limits::{Expiry, StreamDeadlines, TokenBucket};
 use crate::domain::names::Ref;
 use crate::error::Error;
 use crate::guard::client_fault;
-use crate::manager::Attachment;
-use crate::supervisor::{Next, ReplayFrom, SignalTarget, WindowSize};
+use crate::manager::{Attachment, WorkerView};
+use crate::supervisor::{Next, ReplayFrom, SignalTarget, Subscription, WindowSize, WorkerHandle};
 
 /// Largest output frame, in bytes.
 pub const MAX_OUTPUT_FRAME_BYTES: usize = 32 * 1024;
-/// Frames buffered per attached client before its sender waits (bounded memory:
-/// at most this many × 32 KiB per client, plus the batch tonic is encoding, at
-/// most [`corral::codec::STREAM_YIELD_BYTES`] and one frame, and the HTTP/2
-/// window).
+/// Frames other than output (`error`, `update`, `detached`, the final status)
+/// queued per attached client before the Pump waits. Output is not queued: it
+/// stays in the worker's ring until the response stream reads it, at most
+/// [`corral::codec::STREAM_YIELD_BYTES`] and one frame per poll (see
+/// [`AttachOutput`]).
 const CLIENT_QUEUE: usize = 8;
 /// How often an Attach stream checks its idle and absolute deadlines (at most).
 const LIMIT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -189,7 +200,7 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(worker_to_pb(&view)))
     }
 
-    type AttachStream = ReceiverStream<Result<pb::AttachResponse, Status>>;
+    type AttachStream = AttachOutput;
 
     async fn attach(
         &self,
@@ -223,20 +234,41 @@ impl WorkerService for WorkerApi {
         };
         let size = self.size("open.size", open.size)?;
         let replay = replay_of(open.replay)?;
-        let attachment = self
+        let Attachment {
+            subscription,
+            handle,
+            worker,
+            replay_start,
+            replay_end,
+            activity,
+        } = self
             .0
             .manager
             .attach(&session, worker.as_ref(), size, replay)
             .await?;
+        let attached_clients = i32::try_from(handle.attached()).unwrap_or(i32::MAX);
+        let mut worker_pb = worker_to_pb(&worker);
+        worker_pb.attached_clients = attached_clients;
+        let attached = Out::Attached(pb::Attached {
+            worker: Some(worker_pb),
+            replay_start_offset: replay_start as i64,
+            replay_end_offset: replay_end as i64,
+            attached_clients,
+        });
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        let (output, sent) = AttachOutput::new(attached, rx, subscription, replay_end);
         let pump = Pump {
             api: self.0.clone(),
             shutdown: self.0.manager.shutdown_token().clone(),
             read_only: open.read_only,
+            handle,
+            worker,
+            sent,
             tx,
         };
-        tokio::spawn(pump.run(attachment, inbound));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        tracing::debug!(worker_id = %pump.worker.model.id, "client attached");
+        tokio::spawn(pump.run(activity, inbound));
+        Ok(Response::new(output))
     }
 
     async fn list_agent_profiles(
@@ -250,11 +282,111 @@ impl WorkerService for WorkerApi {
     }
 }
 
-/// The task that owns one Attach stream.
+/// The response stream of one Attach.
+///
+/// It yields the `attached` frame first. After that, each poll first takes what
+/// the Pump queued; a closed queue (the Pump ended) ends the stream. Otherwise it
+/// reads the worker's ring after the client's cursor: `output` frames of at most
+/// [`MAX_OUTPUT_FRAME_BYTES`] bytes, a `skipped` frame for bytes the ring dropped
+/// before this client read them, and, once the run ended and everything before
+/// the end was read, the `exit` frame, after which the stream ends.
+///
+/// Memory per client is bounded without a queue of output: hyper keeps a chunk it
+/// polled until the HTTP/2 stream has send capacity, which it lacks while the
+/// client's window is used up or h2 holds 400 KiB of the stream's data unsent
+/// (hyper's server default), and polls again only then. A client that reads
+/// slowly leaves its cursor behind in the ring, where the worker's flow control
+/// sees it.
+pub struct AttachOutput {
+    /// The `attached` frame, until it is sent.
+    attached: Option<Out>,
+    control: mpsc::Receiver<Result<pb::AttachResponse, Status>>,
+    /// The worker's output; `None` once the `exit` frame went out.
+    output: Option<BoxStream<'static, Next>>,
+    /// Output before this offset is replayed scrollback (`Output.replay`).
+    replay_end: u64,
+    /// `output` and `skipped` frames sent so far (the Pump's idle deadline).
+    sent: Arc<AtomicU64>,
+}
+
+impl AttachOutput {
+    /// The stream that sends `attached`, then the frames of `control` and the
+    /// output of `subscription`; and its count of frames sent, for the Pump.
+    fn new(
+        attached: Out,
+        control: mpsc::Receiver<Result<pb::AttachResponse, Status>>,
+        subscription: Subscription,
+        replay_end: u64,
+    ) -> (AttachOutput, Arc<AtomicU64>) {
+        let sent = Arc::new(AtomicU64::new(0));
+        let output = futures::stream::unfold(subscription, |mut subscription| async move {
+            let next = subscription.next(MAX_OUTPUT_FRAME_BYTES).await;
+            Some((next, subscription))
+        });
+        let stream = AttachOutput {
+            attached: Some(attached),
+            control,
+            output: Some(Box::pin(output)),
+            replay_end,
+            sent: sent.clone(),
+        };
+        (stream, sent)
+    }
+}
+
+impl Stream for AttachOutput {
+    type Item = Result<pb::AttachResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(attached) = this.attached.take() {
+            return Poll::Ready(Some(frame(attached)));
+        }
+        match this.control.poll_recv(cx) {
+            Poll::Ready(Some(item)) => return Poll::Ready(Some(item)),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        let Some(output) = this.output.as_mut() else {
+            // The exit frame went out: nothing follows.
+            return Poll::Ready(None);
+        };
+        let out = match output.as_mut().poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Next::Data { offset, data })) => Out::Output(pb::Output {
+                offset: offset as i64,
+                replay: offset < this.replay_end,
+                data,
+            }),
+            Poll::Ready(Some(Next::Skipped { from, to })) => Out::Skipped(pb::Skipped {
+                from_offset: from as i64,
+                to_offset: to as i64,
+            }),
+            Poll::Ready(Some(Next::Exited(exit))) => {
+                this.output = None;
+                Out::Exit(exit_to_pb(&exit))
+            }
+            // `unfold` above never ends.
+            Poll::Ready(None) => {
+                this.output = None;
+                return Poll::Ready(None);
+            }
+        };
+        this.sent.fetch_add(1, Ordering::Relaxed);
+        Poll::Ready(Some(frame(out)))
+    }
+}
+
+/// The task that owns one Attach's request stream.
 struct Pump {
     api: Api,
     shutdown: CancellationToken,
     read_only: bool,
+    handle: WorkerHandle,
+    worker: WorkerView,
+    /// Frames the response stream sent (output counts as activity for the idle
+    /// deadline).
+    sent: Arc<AtomicU64>,
     tx: mpsc::Sender<Result<pb::AttachResponse, Status>>,
 }
 
@@ -300,22 +432,15 @@ impl Pump {
         }
     }
 
-    async fn run(self, mut attachment: Attachment, mut inbound: Streaming<pb::AttachRequest>) {
-        let worker = attachment.worker.model.id.clone();
-        let replay_end = attachment.replay_end;
-        let mut worker_pb = worker_to_pb(&attachment.worker);
-        worker_pb.attached_clients =
-            i32::try_from(attachment.handle.attached()).unwrap_or(i32::MAX);
-        let attached = Out::Attached(pb::Attached {
-            worker: Some(worker_pb),
-            replay_start_offset: attachment.replay_start as i64,
-            replay_end_offset: replay_end as i64,
-            attached_clients: i32::try_from(attachment.handle.attached()).unwrap_or(i32::MAX),
-        });
-        if !self.send(frame(attached)).await {
-            return;
-        }
-        tracing::debug!(worker_id = %worker, "client attached");
+    /// Runs until the client detaches or leaves, the response stream ends (the
+    /// worker's exit), a deadline passes, or the server shuts down. `activity`:
+    /// an agent worker's activity, sent as `update` frames.
+    async fn run(
+        self,
+        mut activity: Option<tokio::sync::watch::Receiver<crate::agent::ActivityState>>,
+        mut inbound: Streaming<pb::AttachRequest>,
+    ) {
+        let worker = self.worker.model.id.clone();
         let settings = &self.api.settings;
         let clock = self.api.manager.clock().clone();
         let mut bucket = (settings.max_input_bytes_per_second > 0)
@@ -335,12 +460,14 @@ impl Pump {
                 .unwrap_or(LIMIT_CHECK_INTERVAL),
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Output frames sent by the last tick: more since then count as activity.
+        let mut sent = 0;
         let mut inbound_open = true;
-        // Agent workers: activity changes become `update` frames (a `watch`: a
-        // slow client skips to the latest value, it never queues old ones).
-        let mut activity = attachment.activity.take();
         loop {
             tokio::select! {
+                // Agent workers: activity changes become `update` frames (a
+                // `watch`: a slow client skips to the latest value, it never
+                // queues old ones).
                 changed = async {
                     match activity.as_mut() {
                         Some(receiver) => receiver.changed().await,
@@ -362,7 +489,13 @@ impl Pump {
                     }
                 }
                 _ = tick.tick(), if limited.is_some() => {
-                    if let Some(expiry) = deadlines.expired(clock.now()) {
+                    let now = clock.now();
+                    let total = self.sent.load(Ordering::Relaxed);
+                    if total != sent {
+                        sent = total;
+                        deadlines.touch(now);
+                    }
+                    if let Some(expiry) = deadlines.expired(now) {
                         let _ = self.tx.try_send(Err(expired(expiry).into()));
                         break;
                     }
@@ -371,38 +504,16 @@ impl Pump {
                     let _ = self.tx.try_send(Err(Status::unavailable("the server is shutting down")));
                     break;
                 }
+                // The response stream ended (after the exit frame) or the client left.
                 () = self.tx.closed() => break,
-                next = attachment.subscription.next(MAX_OUTPUT_FRAME_BYTES) => match next {
-                    Next::Data { offset, data } => {
-                        deadlines.touch(clock.now());
-                        let output = Out::Output(pb::Output {
-                            offset: offset as i64,
-                            replay: offset < replay_end,
-                            data,
-                        });
-                        if !self.send(frame(output)).await {
-                            break;
-                        }
-                    }
-                    Next::Skipped { from, to } => {
-                        let skipped = Out::Skipped(pb::Skipped { from_offset: from as i64, to_offset: to as i64 });
-                        if !self.send(frame(skipped)).await {
-                            break;
-                        }
-                    }
-                    Next::Exited(exit) => {
-                        self.send(frame(Out::Exit(exit_to_pb(&exit)))).await;
-                        break;
-                    }
-                },
                 message = inbound.message(), if inbound_open => match message {
                     Ok(Some(request)) => {
                         deadlines.touch(clock.now());
-                        if !self.handle(&attachment, request, bucket.as_mut()).await {
+                        if !self.handle(request, bucket.as_mut()).await {
                             break;
                         }
                     }
-                    // The client closed its side: keep sending output until the end.
+                    // The client closed its side: output goes on until the end.
                     Ok(None) => inbound_open = false,
                     Err(status) => {
                         tracing::debug!(worker_id = %worker, %status, "attach request stream failed");
@@ -420,12 +531,7 @@ impl Pump {
     }
 
     /// Handles one client frame; false ends the stream. `bucket` meters input.
-    async fn handle(
-        &self,
-        attachment: &Attachment,
-        request: pb::AttachRequest,
-        bucket: Option<&mut TokenBucket>,
-    ) -> bool {
+    async fn handle(&self, request: pb::AttachRequest, bucket: Option<&mut TokenBucket>) -> bool {
         let manager = &self.api.manager;
         match request.frame {
             Some(In::Input(data)) => {
@@ -460,7 +566,7 @@ impl Pump {
                     };
                     return self.send(frame(refusal(err))).await;
                 }
-                match manager.attach_input(attachment, data).await {
+                match manager.attach_input(&self.handle, &self.worker, data).await {
                     Ok(()) => true,
                     Err(err) => self.send(frame(refusal(err))).await,
                 }
@@ -475,7 +581,7 @@ impl Pump {
                         .await;
                 }
                 match manager.check_size("resize", size.rows, size.cols) {
-                    Ok(size) => match attachment.handle.resize(size) {
+                    Ok(size) => match self.handle.resize(size) {
                         Ok(()) => {
                             let update = Out::Update(pb::WorkerUpdate {
                                 size: Some(size_to_pb(size)),

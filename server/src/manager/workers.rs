@@ -572,24 +572,29 @@ impl Manager {
         })
     }
 
-    /// Writes an attached client's input, unless the worker is paused.
+    /// Writes an attached client's input to the worker of `handle` (`worker`: its
+    /// view, for the messages), unless the worker is paused.
     ///
     /// Errors: FAILED_PRECONDITION while paused or after the process ended.
-    pub async fn attach_input(&self, attachment: &Attachment, data: Bytes) -> Result<()> {
-        if attachment.handle.is_paused() {
+    pub async fn attach_input(
+        &self,
+        handle: &WorkerHandle,
+        worker: &WorkerView,
+        data: Bytes,
+    ) -> Result<()> {
+        if handle.is_paused() {
             return Err(Error::precondition(
                 "SESSION_PAUSED",
                 format!(
                     "worker {:?} is paused: input is refused until the session is resumed",
-                    attachment.worker.model.display_name
+                    worker.model.display_name
                 ),
             ));
         }
-        attachment
-            .handle
+        handle
             .write(data)
             .await
-            .map_err(|_| self.not_running(&attachment.worker.model))
+            .map_err(|_| self.not_running(&worker.model))
     }
 
     /// Spawns every worker of a STARTING session (a default `shell` when it has
