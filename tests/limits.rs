@@ -149,6 +149,30 @@ async fn input_faster_than_the_rate_is_refused_frame_by_frame() {
     server.stop().await;
 }
 
+/// Moves `clock` on 11 minutes at a time until `client`'s stream ends, and checks
+/// that it ended for its 10-minute `stream_idle_timeout`. Output still on its way
+/// when the clock moved counts as activity, so it may take more than one move
+/// before the stream has been quiet for 10 minutes.
+async fn idles_out(clock: &ManualClock, client: &mut Client) {
+    let mut ended = None;
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(11 * 60));
+        if let Ok(end) = tokio::time::timeout(Duration::from_secs(5), client.until_end()).await {
+            ended = Some(end);
+            break;
+        }
+    }
+    let status = ended
+        .expect("the quiet stream ended")
+        .expect_err("ended by the server");
+    assert_limit(
+        &status,
+        Code::DeadlineExceeded,
+        "stream_idle_timeout",
+        "10m",
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_old_attach_streams_end_with_deadline_exceeded() {
     const MINUTE: Duration = Duration::from_secs(60);
@@ -170,29 +194,12 @@ async fn idle_and_old_attach_streams_end_with_deadline_exceeded() {
         client.expect(&format!("tick-{}", 1000 + n)).await;
     }
 
-    // Idle: output that was still on its way when the clock moved counts as
-    // activity, so move it again until the shell has been quiet for 10 minutes.
+    // Idle: no frame either way for 10 minutes.
     let mut idle = server
         .attach("sessions/idle/workers/shell", None, None)
         .await;
     round_trip(&mut idle, 0).await;
-    let mut ended = None;
-    for _ in 0..4 {
-        clock.advance(11 * MINUTE);
-        if let Ok(end) = tokio::time::timeout(Duration::from_secs(5), idle.until_end()).await {
-            ended = Some(end);
-            break;
-        }
-    }
-    let status = ended
-        .expect("the idle stream ended")
-        .expect_err("ended by the server");
-    assert_limit(
-        &status,
-        Code::DeadlineExceeded,
-        "stream_idle_timeout",
-        "10m",
-    );
+    idles_out(&clock, &mut idle).await;
 
     // Absolute: a busy stream still ends after an hour.
     let mut busy = server
@@ -244,23 +251,7 @@ async fn output_alone_keeps_an_attach_stream_from_idling_out() {
     }
     // Quiet now (Ctrl-C, the last input): the idle limit applies again.
     client.input(b"\x03").await;
-    let mut ended = None;
-    for _ in 0..4 {
-        clock.advance(11 * MINUTE);
-        if let Ok(end) = tokio::time::timeout(Duration::from_secs(5), client.until_end()).await {
-            ended = Some(end);
-            break;
-        }
-    }
-    let status = ended
-        .expect("the quiet stream ended")
-        .expect_err("ended by the server");
-    assert_limit(
-        &status,
-        Code::DeadlineExceeded,
-        "stream_idle_timeout",
-        "10m",
-    );
+    idles_out(&clock, &mut client).await;
     server.stop().await;
 }
 
