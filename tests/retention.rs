@@ -254,8 +254,10 @@ async fn the_stored_scrollback_of_a_deleted_session_goes_at_the_next_pass() {
     let reaper = Reaper::new(manager.clone());
     let pass = reaper.run_once(manager.now()).await;
     assert_eq!(pass.failed_steps, 0);
-    assert!(pass.scrollback_rows_dropped > 0, "{pass:?}");
-    assert_eq!(stored_output(&server, &workers[1]).await, "");
+    // The server's own first pass starts with the server and runs beside the
+    // test; when it reached its scrollback step after the delete (a slow start
+    // under load), it dropped the rows first and this pass found none.
+    assert_eq!(stored_output(&server, &workers[1]).await, "", "{pass:?}");
     assert!(
         stored_output(&server, &workers[0])
             .await
