@@ -1,13 +1,32 @@
 //! The actor of one live worker: reads the PTY, writes input, watches the child,
 //! and ends the run.
 //!
-//! One tokio task selects over four sources: the master's read readiness, its
-//! write readiness (only while input is queued), the child's pidfd, and the
-//! command channel. Reads loop until the master would block (or 64 KiB were read),
+//! One tokio task selects over four sources: the master's read readiness (or,
+//! while the program floods, its own turns; below), its write readiness (only
+//! while input is queued), the child's pidfd, and the command channel. Reads loop until the master would block (or 64 KiB were read),
 //! so a busy program produces few, large ring chunks and one wake-up per batch.
 //! While an attached client that is still waited for is half a ring or more
 //! behind, the master is not read (flow control, see the module doc of
 //! `supervisor`), for a bounded time.
+//!
+//! A flood is polled instead. The master's line discipline (Linux `n_tty`) holds
+//! 4 KiB: each read of it queues the TTY's flip-buffer work to refill it, and a
+//! read that finds it empty sleeps in the kernel until that work is done
+//! (`tty_buffer_flush_work`; a non-blocking descriptor sleeps too). So a flood
+//! moves in 4 KiB hand-offs between the actor and a kernel worker, usually on
+//! the other CPU; reading it in a loop keeps the runtime's worker thread asleep
+//! in `read(2)` at each hand-off, and its CPU idle. On a virtual machine an idle
+//! vCPU halts, and waking it goes through the hypervisor: tens of µs, more than
+//! the hand-off's own work. So once a batch filled a whole chunk (the program is
+//! flooding), the actor stops waiting for readiness and polls: on each turn it
+//! reads what the line discipline holds (`FIONREAD` never waits, and neither
+//! does a read that finds bytes), polling briefly while it is empty, then
+//! yields to the runtime, whose other tasks (the attached clients' streams, say)
+//! run while the kernel refills the buffer. A chunk goes to the ring when it is
+//! full; the flood ends when nothing came for [`FLOOD_SPIN`], or when flow
+//! control holds, and what was read goes to the ring then. Network stacks poll a
+//! busy socket the same way (Linux `SO_BUSY_POLL`); an idle or interactive
+//! worker never polls.
 //!
 //! Ending a run: the pidfd says the child exited → the status is collected →
 //! output is drained until the PTY reports EOF/EIO or the
@@ -17,7 +36,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +56,18 @@ use super::{
 pub(super) const COMMAND_QUEUE: usize = 32;
 /// Most bytes read from the PTY into one ring chunk.
 const READ_CHUNK: usize = 64 * 1024;
+/// How long a flooding worker's actor polls with nothing arriving before it
+/// waits for readiness again (see the module doc). Above the usual wait for the
+/// TTY's work queue between two 4 KiB reads on a 2-vCPU VM (20–60 µs,
+/// BENCHMARKS.md); the last bytes of a flood reach the ring this much later.
+const FLOOD_SPIN: Duration = Duration::from_micros(100);
+/// How long one turn of a flood polls an empty line discipline before it yields
+/// to the runtime: long enough to catch a quick refill without a trip through
+/// the scheduler, short enough not to keep the other tasks waiting.
+const TURN_SPIN: Duration = Duration::from_micros(10);
+/// `spin_loop` hints between two `FIONREAD`s (a few µs in all), so the polling
+/// takes the line discipline's lock seldom next to the kernel worker filling it.
+const SPIN_PAUSES: u32 = 64;
 /// Input bytes queued in the actor before it stops taking input commands.
 const MAX_PENDING_INPUT: usize = 1 << 20;
 
@@ -66,6 +97,12 @@ struct ActorState {
     kill_deadline: Option<Instant>,
     stop_waiters: Vec<oneshot::Sender<ExitInfo>>,
     flow: Flow,
+    /// The program floods: the actor polls the master (see the module doc).
+    flooding: bool,
+    /// Bytes at the start of `buffer` read while flooding, not yet in the ring.
+    filled: usize,
+    /// While flooding: since when the line discipline has been empty.
+    empty_since: Option<std::time::Instant>,
     /// Clients further behind than this (all of them) hold the reads.
     hold_lag: u64,
 }
@@ -159,6 +196,9 @@ impl Actor {
                 kill_deadline: None,
                 stop_waiters: Vec::new(),
                 flow: Flow::Free,
+                flooding: false,
+                filled: 0,
+                empty_since: None,
                 hold_lag,
             },
         })
@@ -192,6 +232,7 @@ impl ActorState {
             if self.exit.is_some()
                 && (self.eof || self.drain_deadline.is_some_and(|d| Instant::now() >= d))
             {
+                self.end_flood();
                 break;
             }
             let want_write = !self.pending_input.is_empty() && !self.eof;
@@ -205,8 +246,11 @@ impl ActorState {
             } else {
                 None
             };
+            if self.flooding && (hold.is_some() || self.eof) {
+                self.end_flood();
+            }
             tokio::select! {
-                ready = io.readable(), if !self.eof && hold.is_none() => match ready {
+                ready = io.readable(), if !self.eof && hold.is_none() && !self.flooding => match ready {
                     Ok(mut guard) => {
                         if self.read_available(&mut guard) {
                             guard.clear_ready();
@@ -225,6 +269,8 @@ impl ActorState {
                     }
                     Err(_) => self.drop_input(),
                 },
+                // Flooding: poll the master once the runtime's other tasks had a turn.
+                () = tokio::task::yield_now(), if self.flooding => self.poll_flood(io.get_ref().as_fd()),
                 ready = exit_fd.readable(), if self.exit.is_none() => {
                     if let Ok(mut guard) = ready {
                         guard.clear_ready();
@@ -301,12 +347,71 @@ impl ActorState {
                 }
             }
         }
+        self.flooding = filled == READ_CHUNK;
+        self.publish(filled);
+        would_block
+    }
+
+    /// One turn of a flood (see the module doc): reads what the line discipline
+    /// holds, polling it for up to [`TURN_SPIN`] while it is empty, puts a full
+    /// chunk in the ring, and ends the flood after [`FLOOD_SPIN`] without output.
+    fn poll_flood(&mut self, fd: BorrowedFd<'_>) {
+        let turn = std::time::Instant::now();
+        while self.filled < READ_CHUNK {
+            // A failing ioctl counts as output waiting: the read decides.
+            if rustix::io::ioctl_fionread(fd).is_ok_and(|waiting| waiting == 0) {
+                if turn.elapsed() < TURN_SPIN {
+                    for _ in 0..SPIN_PAUSES {
+                        std::hint::spin_loop();
+                    }
+                    continue;
+                }
+                break;
+            }
+            match rustix::io::read(fd, &mut self.buffer[self.filled..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.filled += n;
+                    self.empty_since = None;
+                    continue;
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                // Drained after all: wait for readiness again.
+                Err(rustix::io::Errno::AGAIN) => {}
+                // EIO: every slave descriptor is closed (the Linux PTY's EOF).
+                Err(_) => self.eof = true,
+            }
+            self.end_flood();
+            return;
+        }
+        if self.filled == READ_CHUNK {
+            let filled = std::mem::take(&mut self.filled);
+            self.publish(filled);
+        } else {
+            let since = *self.empty_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= FLOOD_SPIN {
+                self.end_flood();
+            }
+        }
+    }
+
+    /// Ends a flood: what it read goes to the ring, and the actor waits for
+    /// readiness again.
+    fn end_flood(&mut self) {
+        self.flooding = false;
+        self.empty_since = None;
+        let filled = std::mem::take(&mut self.filled);
+        self.publish(filled);
+    }
+
+    /// Puts the first `filled` bytes of `buffer` in the ring as one chunk and
+    /// announces the new end.
+    fn publish(&mut self, filled: usize) {
         if filled > 0 {
             let chunk = Bytes::copy_from_slice(&self.buffer[..filled]);
             let end = lock(&self.shared.ring).push(chunk);
             self.shared.output.send_replace(end);
         }
-        would_block
     }
 
     /// Writes queued input until the master would block. Returns true when the

@@ -887,6 +887,55 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_is_read_whole_and_the_worker_answers_input_after_it() {
+        // The actor polls the master while a program floods (see `actor.rs`):
+        // the flood's last, partial chunk must reach the ring although the
+        // program neither exits nor writes again, and the actor must go back to
+        // waiting for readiness, so the echo of later input arrives.
+        const FLOOD: u64 = OUTPUT_BYTES + 1000;
+        let (events, _) = mpsc::channel(16);
+        let supervisor = Supervisor::new(SupervisorConfig::default(), events);
+        let script = format!("stty raw -echo; head -c {FLOOD} /dev/zero; exec cat");
+        let spec = SpawnSpec {
+            program: Program::Argv(vec!["/bin/sh".into(), "-c".into(), script]),
+            cwd: std::env::temp_dir(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            size: WindowSize::default(),
+        };
+        let worker = supervisor
+            .start(Uuid::new_v4(), Uuid::new_v4(), spec, "")
+            .await
+            .unwrap();
+        let (mut client, _, _) = worker.subscribe(ReplayFrom::All).unwrap();
+        let within = Duration::from_secs(60);
+        let mut zeros = 0u64;
+        let mut echoed = Vec::new();
+        let mut asked = false;
+        while !echoed.ends_with(b"ping") {
+            let next = tokio::time::timeout(within, client.next(64 << 10)).await;
+            match next.expect("output in time") {
+                Next::Data { data, .. } => {
+                    for byte in data.iter() {
+                        if *byte == 0 {
+                            zeros += 1;
+                        } else {
+                            echoed.push(*byte);
+                        }
+                    }
+                }
+                other => panic!("expected output, got {other:?}"),
+            }
+            if zeros == FLOOD && !asked {
+                worker.write(Bytes::from_static(b"ping")).await.unwrap();
+                asked = true;
+            }
+        }
+        assert_eq!(zeros, FLOOD);
+        assert_eq!(echoed, b"ping");
+        worker.stop(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_that_lags_for_moments_beside_a_fast_one_misses_nothing() {
         // A straggler wait far above the lagging client's pauses, so only a
         // broken flow control (one that follows the fastest client) makes it skip.
