@@ -836,19 +836,13 @@ mod tests {
     /// so a client at the hold threshold is not overrun by the read after it.
     const RING_BYTES: usize = 256 << 10;
 
-    /// A supervisor with a [`RING_BYTES`] ring, and a worker that writes
-    /// [`OUTPUT_BYTES`] zero bytes once it reads a line.
-    async fn flood(straggler_wait: Duration) -> (Arc<Supervisor>, WorkerHandle) {
+    /// A supervisor with `config`, and a worker running `/bin/sh -c script`.
+    async fn start_script(
+        config: SupervisorConfig,
+        script: String,
+    ) -> (Arc<Supervisor>, WorkerHandle) {
         let (events, _) = mpsc::channel(16);
-        let supervisor = Supervisor::new(
-            SupervisorConfig {
-                scrollback_bytes: RING_BYTES,
-                straggler_wait,
-                ..SupervisorConfig::default()
-            },
-            events,
-        );
-        let script = format!("stty raw -echo; read _; head -c {OUTPUT_BYTES} /dev/zero");
+        let supervisor = Supervisor::new(config, events);
         let spec = SpawnSpec {
             program: Program::Argv(vec!["/bin/sh".into(), "-c".into(), script]),
             cwd: std::env::temp_dir(),
@@ -860,6 +854,18 @@ mod tests {
             .await
             .unwrap();
         (supervisor, worker)
+    }
+
+    /// A supervisor with a [`RING_BYTES`] ring, and a worker that writes
+    /// [`OUTPUT_BYTES`] zero bytes once it reads a line.
+    async fn flood(straggler_wait: Duration) -> (Arc<Supervisor>, WorkerHandle) {
+        let config = SupervisorConfig {
+            scrollback_bytes: RING_BYTES,
+            straggler_wait,
+            ..SupervisorConfig::default()
+        };
+        let script = format!("stty raw -echo; read _; head -c {OUTPUT_BYTES} /dev/zero");
+        start_script(config, script).await
     }
 
     /// What one client read: bytes of the flood, and bytes skipped.
@@ -893,19 +899,8 @@ mod tests {
         // program neither exits nor writes again, and the actor must go back to
         // waiting for readiness, so the echo of later input arrives.
         const FLOOD: u64 = OUTPUT_BYTES + 1000;
-        let (events, _) = mpsc::channel(16);
-        let supervisor = Supervisor::new(SupervisorConfig::default(), events);
         let script = format!("stty raw -echo; head -c {FLOOD} /dev/zero; exec cat");
-        let spec = SpawnSpec {
-            program: Program::Argv(vec!["/bin/sh".into(), "-c".into(), script]),
-            cwd: std::env::temp_dir(),
-            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-            size: WindowSize::default(),
-        };
-        let worker = supervisor
-            .start(Uuid::new_v4(), Uuid::new_v4(), spec, "")
-            .await
-            .unwrap();
+        let (_supervisor, worker) = start_script(SupervisorConfig::default(), script).await;
         let (mut client, _, _) = worker.subscribe(ReplayFrom::All).unwrap();
         let within = Duration::from_secs(60);
         let mut zeros = 0u64;
