@@ -3,7 +3,8 @@
 //!
 //! One tokio task selects over four sources: the master's read readiness (or,
 //! while the program floods, its own turns; below), its write readiness (only
-//! while input is queued), the child's pidfd, and the command channel. Reads loop until the master would block (or 64 KiB were read),
+//! while input is queued), the child's pidfd, and the command channel. Reads
+//! loop until the master would block (or 64 KiB were read),
 //! so a busy program produces few, large ring chunks and one wake-up per batch.
 //! While an attached client that is still waited for is half a ring or more
 //! behind, the master is not read (flow control, see the module doc of
@@ -26,7 +27,12 @@
 //! full; the flood ends when nothing came for [`FLOOD_SPIN`], or when flow
 //! control holds, and what was read goes to the ring then. Network stacks poll a
 //! busy socket the same way (Linux `SO_BUSY_POLL`); an idle or interactive
-//! worker never polls.
+//! worker never polls. The cost: while a program floods, a runtime worker
+//! thread stays busy through the time it would have slept, and after the last
+//! byte it polls [`FLOOD_SPIN`] more. On a machine whose CPUs are all busy the
+//! kernel's refills come late, the polling runs out, and the actor waits for
+//! readiness until its next full chunk: it cannot keep polling where the CPU is
+//! wanted.
 //!
 //! Ending a run: the pidfd says the child exited → the status is collected →
 //! output is drained until the PTY reports EOF/EIO or the
