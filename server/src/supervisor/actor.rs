@@ -252,7 +252,7 @@ impl ActorState {
             } else {
                 None
             };
-            if self.flooding && (hold.is_some() || self.eof) {
+            if self.flooding && hold.is_some() {
                 self.end_flood();
             }
             tokio::select! {
@@ -335,24 +335,19 @@ impl ActorState {
         let mut filled = 0;
         let mut would_block = false;
         while filled < READ_CHUNK {
-            match rustix::io::read(guard.get_inner(), &mut self.buffer[filled..]) {
-                Ok(0) => {
-                    self.eof = true;
-                    break;
-                }
-                Ok(n) => filled += n,
-                Err(rustix::io::Errno::AGAIN) => {
+            match read_master(guard.get_inner().as_fd(), &mut self.buffer[filled..]) {
+                MasterRead::Data(n) => filled += n,
+                MasterRead::WouldBlock => {
                     would_block = true;
                     break;
                 }
-                Err(rustix::io::Errno::INTR) => continue,
-                // EIO: every slave descriptor is closed (the Linux PTY's EOF).
-                Err(_) => {
+                MasterRead::Eof => {
                     self.eof = true;
                     break;
                 }
             }
         }
+        // A full chunk: the program floods. (An EOF ends the loop short of one.)
         self.flooding = filled == READ_CHUNK;
         self.publish(filled);
         would_block
@@ -374,18 +369,15 @@ impl ActorState {
                 }
                 break;
             }
-            match rustix::io::read(fd, &mut self.buffer[self.filled..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => {
+            match read_master(fd, &mut self.buffer[self.filled..]) {
+                MasterRead::Data(n) => {
                     self.filled += n;
                     self.empty_since = None;
                     continue;
                 }
-                Err(rustix::io::Errno::INTR) => continue,
                 // Drained after all: wait for readiness again.
-                Err(rustix::io::Errno::AGAIN) => {}
-                // EIO: every slave descriptor is closed (the Linux PTY's EOF).
-                Err(_) => self.eof = true,
+                MasterRead::WouldBlock => {}
+                MasterRead::Eof => self.eof = true,
             }
             self.end_flood();
             return;
@@ -531,6 +523,29 @@ impl ActorState {
         for waiter in self.stop_waiters {
             let _ = waiter.send(exit.clone());
         }
+    }
+}
+
+/// What one read of the master gave.
+enum MasterRead {
+    /// This many bytes (at least one).
+    Data(usize),
+    /// Nothing now (`EAGAIN`).
+    WouldBlock,
+    /// EOF, or `EIO` once every slave descriptor is closed (the Linux PTY's EOF).
+    Eof,
+}
+
+/// Reads the master once into `buf`, retrying `EINTR`.
+fn read_master(fd: BorrowedFd<'_>, buf: &mut [u8]) -> MasterRead {
+    loop {
+        return match rustix::io::read(fd, &mut *buf) {
+            Ok(0) => MasterRead::Eof,
+            Ok(n) => MasterRead::Data(n),
+            Err(rustix::io::Errno::AGAIN) => MasterRead::WouldBlock,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => MasterRead::Eof,
+        };
     }
 }
 
