@@ -30,6 +30,18 @@ pub fn percentile(samples: &[Duration], p: f64) -> Option<Duration> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// The widest relative gap between paired rates, `fast / slow - 1` (0.05 = 5 %)
+/// over the pairs of `slowest` and `fastest`; pairs whose slow rate is not
+/// positive are left out; 0 when none is left.
+pub fn widest_gap(slowest: &[f64], fastest: &[f64]) -> f64 {
+    slowest
+        .iter()
+        .zip(fastest)
+        .filter(|(slow, _)| **slow > 0.0)
+        .map(|(slow, fast)| fast / slow - 1.0)
+        .fold(0.0, f64::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,6 +51,17 @@ mod tests {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn the_widest_gap_between_pairs() {
+        assert_eq!(widest_gap(&[], &[]), 0.0);
+        let gap = widest_gap(&[100.0, 200.0], &[110.0, 210.0]);
+        assert!(
+            (gap - 0.10).abs() < 1e-9,
+            "the 10 % pair is the widest, got {gap}"
+        );
+        assert_eq!(widest_gap(&[0.0, 100.0], &[50.0, 100.0]), 0.0);
     }
 
     #[test]
