@@ -14,9 +14,10 @@
 //! 4 KiB: each read of it queues the TTY's flip-buffer work to refill it, and a
 //! read that finds it empty sleeps in the kernel until that work is done
 //! (`tty_buffer_flush_work`; a non-blocking descriptor sleeps too). So a flood
-//! moves in 4 KiB hand-offs between the actor and a kernel worker, usually on
-//! the other CPU; reading it in a loop keeps the runtime's worker thread asleep
-//! in `read(2)` at each hand-off, and its CPU idle. On a virtual machine an idle
+//! moves in 4 KiB hand-offs between the actor and a kernel worker (on the other
+//! CPU, or preempting the actor on its own); reading it in a loop keeps the
+//! runtime's worker thread asleep in `read(2)` at each hand-off, and its CPU
+//! idle. On a virtual machine an idle
 //! vCPU halts, and waking it goes through the hypervisor: tens of µs, more than
 //! the hand-off's own work. So once a batch filled a whole chunk (the program is
 //! flooding), the actor stops waiting for readiness and polls: on each turn it
