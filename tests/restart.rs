@@ -12,6 +12,7 @@ use corral::pb;
 use corral::pb::session::State;
 use corral_server::config::RestartPolicy;
 use sea_orm::{ConnectionTrait, Database};
+use std::time::Duration;
 
 async fn act(server: &TestServer, name: &str, action: pb::session::Action) -> pb::Session {
     let mut sessions = server.sessions.clone();
@@ -438,6 +439,32 @@ async fn stored_scrollback_stays_within_the_ring_and_keeps_its_offsets() {
     );
     let text = String::from_utf8_lossy(&client.output).into_owned();
     assert!(text.find("flood-81").unwrap() < text.find("the previous run ended here").unwrap());
+    server.stop().await;
+}
+
+/// Output that no batch was due for yet (too small, too young) is stored when
+/// the run ends: the persister waits for output only while nothing is pending,
+/// so it must still see the end of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_pending_when_a_run_ends_is_stored() {
+    let lazy = |config: &mut corral_server::Config| {
+        config.scrollback_flush_interval = Duration::from_secs(3600);
+    };
+    let server = TestServer::start_with(lazy, None).await;
+    server.create_session("lazy").await;
+    let session = server.start_session("lazy").await;
+    let worker_id = session.workers[0].id.clone();
+    let mut client = server.attach("sessions/lazy", None, None).await;
+    client.input(b"echo bye-$((6*7))\n").await;
+    client.expect("bye-42").await;
+    drop(client);
+    act(&server, "lazy", pb::session::Action::Stop).await;
+    let db_url = server.db.url.clone();
+    eventually("the run's last output is stored", || {
+        let (url, id) = (db_url.clone(), worker_id.clone());
+        async move { String::from_utf8_lossy(&stored_scrollback(&url, &id).await).contains("bye-42") }
+    })
+    .await;
     server.stop().await;
 }
 

@@ -4,18 +4,22 @@
 //! before it starts.
 //!
 //! The persister is an observer of the worker's ring (not an attached client) with
-//! its own cursor. It writes a batch when `flush_bytes` are pending or the oldest
-//! pending byte is `flush_interval` old, and a last one when the run ends (a
-//! stop, an exit, or the server's shutdown, which stops every worker); but never
-//! sooner than [`MIN_WRITE_GAP`] after the previous write. Until then a full batch
-//! is left in the ring, and each write first takes everything the ring holds after
-//! its cursor. Output faster than a ring per gap is therefore stored as the last
-//! ring of each gap, not byte for byte — the rest had left the ring, so no restore
-//! could have brought it back. A kill -9 loses at most the output since the last
-//! write (a gap's worth in a flood, a `flush_interval`'s worth otherwise). Each
-//! write also deletes the worker's chunks that fell out of the ring's capacity,
-//! and rows hold at most `flush_bytes`, so storage stays at about one ring per
-//! worker.
+//! its own cursor. Only the first output after a write wakes it; from then on the
+//! output waits in the ring and the persister looks at it on its own schedule:
+//! every [`MIN_WRITE_GAP`], at the batch's deadline, and at once when the run ends.
+//! Each output then wakes the worker's attached clients alone — a second task to
+//! schedule per output cost a keystroke's echo a wake-up of the runtime's other
+//! thread (see BENCHMARKS.md). A look reads everything the ring holds after the
+//! cursor, and writes the batch when `flush_bytes` are pending or the oldest
+//! pending byte is `flush_interval` old, and a last one when the run ends (a stop,
+//! an exit, or the server's shutdown, which stops every worker); but never sooner
+//! than [`MIN_WRITE_GAP`] after the previous write. Output faster than a ring per
+//! gap is therefore stored as the last ring of each gap, not byte for byte — the
+//! rest had left the ring, so no restore could have brought it back. A kill -9
+//! loses at most the output since the last write (in a flood, a gap's worth and
+//! the write's own time; a `flush_interval`'s worth otherwise). Each write also
+//! deletes the worker's chunks that fell out of the ring's capacity, and rows
+//! hold at most `flush_bytes`, so storage stays at about one ring per worker.
 //!
 //! Runs of one worker are persisted one after the other: the persister of a new
 //! run first waits for the previous one to finish its last write, then continues
@@ -226,45 +230,33 @@ async fn persist_run(
         earliest: Instant::now(),
     };
     loop {
-        // A full batch waits for the gap after the previous write without reading:
-        // the ring keeps the output meanwhile, and drops what a restore could not
-        // bring back anyway.
-        let full = batch.data.len() >= policy.bytes;
-        let wake = if full {
-            Some(batch.earliest)
-        } else {
-            batch.deadline
-        };
-        tokio::select! {
-            next = subscription.next(policy.bytes), if !full => match next {
-                Next::Data { offset, data } => {
-                    batch.push(offset, &data, policy);
-                    if batch.data.len() >= policy.bytes
-                        && Instant::now() >= batch.earliest
-                        && batch.flush(&mut subscription, store, clock, &worker_id, policy).await
-                    {
-                        return;
-                    }
-                }
+        if batch.data.is_empty() {
+            // Nothing pending: the first output after a write wakes the persister.
+            match subscription.next(policy.bytes).await {
+                Next::Data { offset, data } => batch.push(offset, &data, policy),
                 Next::Skipped { to, .. } => batch.skip_to(&worker_id, to),
                 Next::Exited(_) => {
                     batch.write(store, clock, &worker_id, policy).await;
                     return;
                 }
-            },
-            () = sleep_until(wake), if wake.is_some() => {
-                if batch.flush(&mut subscription, store, clock, &worker_id, policy).await {
-                    return;
-                }
             }
+            continue;
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+        // A batch is pending: the ring is looked at again on the batch's own
+        // schedule or when the run ends, not at every output, so that each output
+        // wakes the worker's clients and not this task too.
+        tokio::select! {
+            () = tokio::time::sleep_until(batch.next_look()) => {}
+            () = subscription.run_changed() => {}
+        }
+        let ended = batch.drain(&mut subscription, &worker_id, policy);
+        if ended {
+            batch.write(store, clock, &worker_id, policy).await;
+            return;
+        }
+        if batch.is_due(policy, Instant::now()) {
+            batch.write(store, clock, &worker_id, policy).await;
+        }
     }
 }
 
@@ -325,19 +317,20 @@ impl Batch {
         }
     }
 
-    /// Takes what the ring holds ([`drain`](Self::drain)) and writes it. Returns
-    /// true when the run ended and everything of it is written.
-    async fn flush(
-        &mut self,
-        subscription: &mut Subscription,
-        store: &Store,
-        clock: &dyn Clock,
-        worker_id: &str,
-        policy: FlushPolicy,
-    ) -> bool {
-        let ended = self.drain(subscription, worker_id, policy);
-        self.write(store, clock, worker_id, policy).await;
-        ended
+    /// When a pending batch next looks at the ring: at its deadline, and at
+    /// least every [`MIN_WRITE_GAP`] before it (to see whether `flush_bytes` are
+    /// pending); looking more often could not write a flood any sooner.
+    fn next_look(&self) -> Instant {
+        let look = Instant::now() + MIN_WRITE_GAP;
+        self.deadline.map_or(look, |deadline| deadline.min(look))
+    }
+
+    /// Whether the batch is written at `now`: its oldest byte reached the
+    /// deadline, or `flush_bytes` are pending and the gap after the previous
+    /// write has passed.
+    fn is_due(&self, policy: FlushPolicy, now: Instant) -> bool {
+        let full = self.data.len() >= policy.bytes && now >= self.earliest;
+        full || self.deadline.is_some_and(|deadline| now >= deadline)
     }
 
     /// Writes the batch (retrying a little), then starts an empty one after it.
@@ -589,6 +582,33 @@ mod tests {
         assert!(batch.data.is_empty());
         batch.push(50, b"new", policy(16));
         assert_eq!((batch.start, &batch.data[..]), (50, &b"new"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_due_at_its_deadline_or_when_full_after_the_gap() {
+        let policy = policy(1 << 20);
+        let mut batch = batch();
+        batch.push(0, b"ab", policy);
+        let deadline = batch.deadline.unwrap();
+        batch.earliest = Instant::now() + Duration::from_millis(500);
+        let now = Instant::now();
+        assert!(!batch.is_due(policy, now), "neither full nor old");
+        assert!(batch.is_due(policy, deadline), "the oldest byte is old");
+        batch.push(2, b"cd", policy);
+        assert!(!batch.is_due(policy, now), "full, but inside the gap");
+        assert!(batch.is_due(policy, batch.earliest), "full, after the gap");
+    }
+
+    #[tokio::test]
+    async fn a_pending_batch_looks_again_within_the_gap_and_by_its_deadline() {
+        let mut batch = batch();
+        batch.push(0, b"ab", policy(1 << 20));
+        let before = Instant::now();
+        let look = batch.next_look();
+        assert!(look <= Instant::now() + MIN_WRITE_GAP && look > before);
+        let soon = Instant::now() + Duration::from_millis(1);
+        batch.deadline = Some(soon);
+        assert_eq!(batch.next_look(), soon);
     }
 
     #[test]

@@ -793,6 +793,18 @@ impl Subscription {
         }
     }
 
+    /// Waits until the run this reader follows may have ended (its run state
+    /// changed), without waking for output: for a reader that looks at the ring
+    /// on a schedule of its own with [`try_next`](Self::try_next), such as the
+    /// scrollback persister, and must still learn of the end at once.
+    pub async fn run_changed(&mut self) {
+        if self.run.changed().await.is_err() {
+            // The sender lives in `shared`, which this reader holds: unreachable,
+            // but a closed channel must not make the caller spin.
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// What [`next`](Self::next) would return now, without waiting: `None` while
     /// nothing after the cursor is in the ring and the run has not ended.
     pub fn try_next(&mut self, max: usize) -> Option<Next> {
@@ -982,5 +994,44 @@ mod tests {
         let rest = read_all(stalled, Duration::ZERO).await;
         assert_eq!(rest.skipped, 0);
         assert!(rest.zeros <= RING_BYTES as u64, "{rest:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_changed_ignores_output_and_wakes_at_the_end_of_the_run() {
+        let script = "stty raw -echo; exec cat".to_string();
+        let (_supervisor, worker) = start_script(SupervisorConfig::default(), script).await;
+        let (mut observer, _, _) = worker.observe(ReplayFrom::All).unwrap();
+        let (mut client, _, _) = worker.subscribe(ReplayFrom::All).unwrap();
+        worker.write(Bytes::from_static(b"ping")).await.unwrap();
+        let within = Duration::from_secs(30);
+        let mut echoed = Vec::new();
+        while !echoed.ends_with(b"ping") {
+            match tokio::time::timeout(within, client.next(1024)).await {
+                Ok(Next::Data { data, .. }) => echoed.extend_from_slice(&data),
+                other => panic!("expected the echo, got {other:?}"),
+            }
+        }
+        // Output is in the ring, the run goes on: nothing for `run_changed`.
+        let early = tokio::time::timeout(Duration::from_millis(200), observer.run_changed()).await;
+        assert!(early.is_err(), "run_changed woke for output");
+        let ended = tokio::spawn(async move {
+            observer.run_changed().await;
+            observer
+        });
+        worker.stop(Duration::from_secs(2)).await;
+        let mut observer = tokio::time::timeout(within, ended)
+            .await
+            .expect("run_changed woke at the end of the run")
+            .unwrap();
+        // Then everything is there to read without waiting, and the exit after it.
+        let mut read = Vec::new();
+        loop {
+            match observer.try_next(1024) {
+                Some(Next::Data { data, .. }) => read.extend_from_slice(&data),
+                Some(Next::Exited(_)) => break,
+                other => panic!("expected output or the exit, got {other:?}"),
+            }
+        }
+        assert!(read.ends_with(b"ping"), "{read:?}");
     }
 }
