@@ -143,9 +143,10 @@ pub struct Config {
     #[arg(long, env = "CORRAL_EVENT_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub event_poll_interval: Duration,
 
-    /// Scrollback is persisted when this many bytes of output are pending (at
-    /// most once per 100 ms: output faster than a ring per 100 ms is stored as
-    /// the last ring of each; rows hold at most this many bytes)...
+    /// Scrollback is persisted when this many bytes of output are pending
+    /// (pending output is looked at every 100 ms, and saved at most once per
+    /// 100 ms: output faster than a ring per 100 ms is stored as the last ring
+    /// of each; rows hold at most this many bytes)...
     #[arg(long, env = "CORRAL_SCROLLBACK_FLUSH_BYTES", default_value_t = 64 * 1024)]
     pub scrollback_flush_bytes: usize,
 
