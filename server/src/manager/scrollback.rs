@@ -232,13 +232,10 @@ async fn persist_run(
     loop {
         if batch.data.is_empty() {
             // Nothing pending: the first output after a write wakes the persister.
-            match subscription.next(policy.bytes).await {
-                Next::Data { offset, data } => batch.push(offset, &data, policy),
-                Next::Skipped { to, .. } => batch.skip_to(&worker_id, to),
-                Next::Exited(_) => {
-                    batch.write(store, clock, &worker_id, policy).await;
-                    return;
-                }
+            let next = subscription.next(policy.bytes).await;
+            if batch.take(next, &worker_id, policy) {
+                batch.write(store, clock, &worker_id, policy).await;
+                return;
             }
             continue;
         }
@@ -250,12 +247,11 @@ async fn persist_run(
             () = subscription.run_changed() => {}
         }
         let ended = batch.drain(&mut subscription, &worker_id, policy);
-        if ended {
+        if ended || batch.is_due(policy, Instant::now()) {
             batch.write(store, clock, &worker_id, policy).await;
-            return;
         }
-        if batch.is_due(policy, Instant::now()) {
-            batch.write(store, clock, &worker_id, policy).await;
+        if ended {
+            return;
         }
     }
 }
@@ -308,13 +304,24 @@ impl Batch {
             // Reads of at most a batch are mostly zero-copy slices of one ring
             // chunk: a longer range would be copied under the ring's lock, which
             // the worker's actor needs for every read from the PTY.
-            match subscription.try_next(policy.bytes) {
-                Some(Next::Data { offset, data }) => self.push(offset, &data, policy),
-                Some(Next::Skipped { to, .. }) => self.skip_to(worker_id, to),
-                Some(Next::Exited(_)) => return true,
-                None => return false,
+            let Some(next) = subscription.try_next(policy.bytes) else {
+                return false;
+            };
+            if self.take(next, worker_id, policy) {
+                return true;
             }
         }
+    }
+
+    /// Takes one reading of the ring into the batch. Returns true when it is
+    /// the end of the run (all of its output was read).
+    fn take(&mut self, next: Next, worker_id: &str, policy: FlushPolicy) -> bool {
+        match next {
+            Next::Data { offset, data } => self.push(offset, &data, policy),
+            Next::Skipped { to, .. } => self.skip_to(worker_id, to),
+            Next::Exited(_) => return true,
+        }
+        false
     }
 
     /// When a pending batch next looks at the ring: at its deadline, and at

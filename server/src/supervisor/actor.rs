@@ -17,9 +17,8 @@
 //! moves in 4 KiB hand-offs between the actor and a kernel worker (on the other
 //! CPU, or preempting the actor on its own); reading it in a loop keeps the
 //! runtime's worker thread asleep in `read(2)` at each hand-off, and its CPU
-//! idle. On a virtual machine an idle
-//! vCPU halts, and waking it goes through the hypervisor: tens of µs, more than
-//! the hand-off's own work. So once a batch filled a whole chunk (the program is
+//! idle. On a virtual machine an idle vCPU halts, and waking it goes through
+//! the hypervisor: tens of µs, more than the hand-off's own work. So once a batch filled a whole chunk (the program is
 //! flooding), the actor stops waiting for readiness and polls: on each turn it
 //! reads what the line discipline holds (`FIONREAD` never waits, and neither
 //! does a read that finds bytes), polling briefly while it is empty, then
