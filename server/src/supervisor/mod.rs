@@ -296,6 +296,8 @@ pub struct Supervisor {
     workers: Mutex<HashMap<Uuid, Arc<Shared>>>,
     events: mpsc::Sender<SupervisorEvent>,
     tasks: TaskTracker,
+    /// Lets one actor at a time poll a flood (see the module doc of `actor`).
+    flood_poller: actor::FloodPoller,
 }
 
 impl Supervisor {
@@ -306,6 +308,7 @@ impl Supervisor {
             workers: Mutex::new(HashMap::new()),
             events,
             tasks: TaskTracker::new(),
+            flood_poller: actor::FloodPoller::default(),
         })
     }
 
@@ -391,6 +394,7 @@ impl Supervisor {
             self.events.clone(),
             generation,
             &self.config,
+            self.flood_poller.clone(),
         )
         .map_err(|e| SpawnError::Pty(format!("registering the PTY with the runtime: {e}")))?;
         self.tasks.spawn(actor.run());
@@ -940,6 +944,58 @@ mod tests {
         assert_eq!(zeros, FLOOD);
         assert_eq!(echoed, b"ping");
         worker.stop(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn floods_at_once_are_read_whole_and_the_right_to_poll_is_given_back() {
+        // One actor at a time polls a flood (`actor::FloodPoller`); the other
+        // flood is read on readiness, and loses nothing either.
+        let (supervisor, first) = flood(STRAGGLER_WAIT).await;
+        let spec = SpawnSpec {
+            program: Program::Argv(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("stty raw -echo; read _; head -c {OUTPUT_BYTES} /dev/zero"),
+            ]),
+            cwd: std::env::temp_dir(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            size: WindowSize::default(),
+        };
+        let second = supervisor
+            .start(Uuid::new_v4(), Uuid::new_v4(), spec, "")
+            .await
+            .unwrap();
+        let mut readers = Vec::new();
+        for worker in [&first, &second] {
+            let (client, _, _) = worker.subscribe(ReplayFrom::All).unwrap();
+            readers.push(tokio::spawn(read_all(client, Duration::ZERO)));
+        }
+        for worker in [&first, &second] {
+            worker.write(Bytes::from_static(b"\n")).await.unwrap();
+        }
+        let mut polled = false;
+        while readers.iter().any(|r| !r.is_finished()) {
+            polled |= supervisor.flood_poller.is_held();
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        for reader in readers {
+            let received = tokio::time::timeout(Duration::from_secs(60), reader)
+                .await
+                .expect("both floods end in time")
+                .unwrap();
+            assert_eq!(
+                received,
+                Received {
+                    zeros: OUTPUT_BYTES,
+                    skipped: 0
+                }
+            );
+        }
+        assert!(polled, "neither flood was polled");
+        assert!(
+            !supervisor.flood_poller.is_held(),
+            "the right to poll was not given back when the floods ended"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
