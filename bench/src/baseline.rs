@@ -148,6 +148,20 @@ pub fn cat_argv(fifo: &Path, file: &Path) -> Vec<String> {
     ]
 }
 
+/// argv of one of several concurrent floods: like [`cat_argv`], but the program
+/// writes only the first `bytes` bytes of `file` (`head -c`).
+pub fn head_argv(fifo: &Path, file: &Path, bytes: u64) -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        r#"stty raw -echo; read _ < "$1"; exec head -c "$3" "$2""#.into(),
+        "sh".into(),
+        fifo.display().to_string(),
+        file.display().to_string(),
+        bytes.to_string(),
+    ]
+}
+
 /// argv of the echo program: raw mode without echo, print `R` (ready), then `cat`
 /// sends every byte typed straight back.
 pub fn echo_argv() -> Vec<String> {

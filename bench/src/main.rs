@@ -99,6 +99,8 @@ enum Scenario {
     Lifecycle,
     /// Attach to a worker with a full scrollback ring until the last replayed byte.
     Reattach,
+    /// Several workers flooding at once, one client each (no target).
+    Floods,
 }
 
 impl Scenario {
@@ -116,6 +118,9 @@ pub struct Sizes {
     pub repetitions: usize,
     /// Clients of the fan-out scenario.
     pub fanout_clients: usize,
+    /// Workers of the floods scenario; each writes an equal part of the data
+    /// file.
+    pub flood_workers: usize,
     /// Echo round trips measured.
     pub echo_samples: usize,
     /// Echo round trips made first and not measured.
@@ -142,6 +147,7 @@ impl Sizes {
             file_bytes: 200 << 20,
             repetitions: 3,
             fanout_clients: 10,
+            flood_workers: 8,
             echo_samples: 10_000,
             echo_warmup: 200,
             scale_sessions: 10,
@@ -159,6 +165,7 @@ impl Sizes {
             file_bytes: 4 << 20,
             repetitions: 1,
             fanout_clients: 10,
+            flood_workers: 8,
             echo_samples: 200,
             echo_warmup: 20,
             scale_sessions: 2,
@@ -278,7 +285,7 @@ async fn run(cli: Cli) -> Result<Report> {
         errors: Vec::new(),
     };
     let started = Instant::now();
-    let scenarios: [(Scenario, &str); 7] = [
+    let scenarios: [(Scenario, &str); 8] = [
         (Scenario::Throughput, "throughput"),
         (Scenario::FanOut, "fan-out"),
         (Scenario::SlowClient, "slow client"),
@@ -286,6 +293,9 @@ async fn run(cli: Cli) -> Result<Report> {
         (Scenario::Scale, "scale"),
         (Scenario::Lifecycle, "lifecycle"),
         (Scenario::Reattach, "reattach"),
+        // Last: the memory its eight rings and connections leave in corrald's
+        // allocator would count in the scale scenario's idle RSS.
+        (Scenario::Floods, "floods"),
     ];
     for (scenario, name) in scenarios {
         if !cli.scenario.includes(scenario) {
@@ -297,6 +307,7 @@ async fn run(cli: Cli) -> Result<Report> {
             Scenario::Throughput => run_throughput(&bench).await,
             Scenario::FanOut => run_fanout(&bench).await,
             Scenario::SlowClient => run_slow_client(&bench).await,
+            Scenario::Floods => run_floods(&bench).await,
             Scenario::Echo => run_echo(&bench).await,
             Scenario::Scale => run_scale(&bench).await,
             Scenario::Lifecycle => {
@@ -536,6 +547,44 @@ async fn run_slow_client(bench: &Bench) -> Result<Vec<Row>> {
     rss.pass = rss.corral.map(|g| g <= limit);
     rss.note("peak VmRSS of corrald during the run (sampled every 10 ms) minus VmRSS before");
     Ok(vec![rate, rss])
+}
+
+/// Many agents printing at once: the aggregate rate of `flood_workers` floods
+/// against as many raw PTYs flooding at once. Issue 7 sets no target for it; it
+/// shows what the flood polling of one worker costs the others.
+async fn run_floods(bench: &Bench) -> Result<Vec<Row>> {
+    let workers = bench.sizes.flood_workers;
+    let bytes = bench.sizes.file_bytes / workers as u64;
+    let (mut raw, mut corral) = (Vec::new(), Vec::new());
+    let mut skipped = 0u64;
+    for _ in 0..bench.sizes.repetitions {
+        raw.push(blocking(|| throughput::raw_floods(bench, workers, bytes))?);
+        let run = throughput::corral_floods(bench, workers, bytes).await?;
+        corral.push(run.rate);
+        skipped += run.skipped;
+    }
+    let mut row = Row::new(
+        "floods",
+        &format!(
+            "{workers} workers write {} MiB each, 1 client each",
+            bytes as f64 / MIB
+        ),
+        "MiB/s",
+        "— (none set)",
+    );
+    row.corral = mib_per_s(&corral);
+    row.raw = mib_per_s(&raw);
+    row.samples("corral", &corral, MIB);
+    row.samples("raw", &raw, MIB);
+    row.ratio = join([show_ratio(ratio(row.corral, row.raw), "raw")]);
+    row.note("aggregate: all bytes over the time from the first program's start to the last byte read; each program writes the first part of the data file (head -c), the raw baseline reads as many PTYs at once, a thread each");
+    if skipped > 0 {
+        row.note(format!(
+            "clients skipped {:.1} MiB in all (fell behind the ring)",
+            skipped as f64 / MIB
+        ));
+    }
+    Ok(vec![row])
 }
 
 fn micros(d: Option<Duration>) -> Option<f64> {

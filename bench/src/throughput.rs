@@ -1,5 +1,6 @@
-//! Throughput, fan-out and slow client: a worker `cat`s the data file in raw
-//! mode, attached clients read it all.
+//! Throughput, fan-out, slow client and concurrent floods: a worker `cat`s the
+//! data file in raw mode (or, for floods, several workers each write a part of
+//! it), attached clients read it all.
 //!
 //! Every run starts the same way: the program waits on a FIFO, every client
 //! attaches (or, for the baselines, opens the PTY / attaches tmux), then the FIFO
@@ -20,7 +21,7 @@ use corral::pb::attach_response::Frame as Out;
 
 use crate::Bench;
 use crate::api::{Api, Attach, WorkerDef};
-use crate::baseline::{RawPty, cat_argv, drain, trigger};
+use crate::baseline::{RawPty, cat_argv, drain, head_argv, trigger};
 
 /// How long a client may wait for the rest of the output.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -65,6 +66,63 @@ pub fn raw(bench: &Bench) -> Result<f64> {
         bail!("raw PTY: read {total} of {size} bytes");
     }
     Ok(size as f64 / (done - start).as_secs_f64())
+}
+
+/// Aggregate bytes per second of `workers` programs flooding at once, each
+/// writing the first `bytes` bytes of the data file into its own PTY, each
+/// master read by a thread of its own: all bytes over the time from the first
+/// program's start to the last byte read.
+pub fn raw_floods(bench: &Bench, workers: usize, bytes: u64) -> Result<f64> {
+    let fixture = &bench.fixture;
+    let mut ptys = Vec::new();
+    let mut fifos = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..workers {
+        let fifo = fixture.fifo()?;
+        let mut pty = RawPty::spawn(&head_argv(&fifo, &fixture.file, bytes), &fixture.env())?;
+        let mut reader = pty.take_reader()?;
+        readers.push(std::thread::spawn(move || -> (u64, Instant) {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0u64;
+            while total < bytes {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => total += n as u64,
+                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            (total, Instant::now())
+        }));
+        ptys.push(pty);
+        fifos.push(fifo);
+    }
+    let start = trigger_all(&fifos)?;
+    let mut end = start;
+    for reader in readers {
+        let (total, done) = reader
+            .join()
+            .map_err(|_| anyhow!("a raw PTY reader panicked"))?;
+        if total != bytes {
+            bail!("raw PTY floods: a reader read {total} of {bytes} bytes");
+        }
+        end = end.max(done);
+    }
+    for pty in &mut ptys {
+        pty.wait()?;
+    }
+    Ok((workers as u64 * bytes) as f64 / (end - start).as_secs_f64())
+}
+
+/// Starts the programs waiting on `fifos`, one after the other; returns when
+/// the first was started.
+fn trigger_all(fifos: &[std::path::PathBuf]) -> Result<Instant> {
+    let mut first = None;
+    for fifo in fifos {
+        let at = trigger(fifo)?;
+        first.get_or_insert(at);
+    }
+    first.ok_or_else(|| anyhow!("no program to start"))
 }
 
 /// Bytes per second through tmux with `clients` attached clients.
@@ -217,6 +275,60 @@ pub async fn corral(bench: &Bench, fast: usize, slow: bool) -> Result<CorralRun>
         rss_growth: peak.saturating_sub(rss_before),
         slow_bytes,
         mean_frame: bytes as f64 / frames.max(1) as f64,
+    })
+}
+
+/// What one run of concurrent floods through Corral measured.
+pub struct FloodsRun {
+    /// Aggregate rate: bytes delivered to all clients over the time from the
+    /// first program's start to the last byte received, in bytes per second.
+    pub rate: f64,
+    /// Bytes the clients were told they skipped, in all.
+    pub skipped: u64,
+}
+
+/// `workers` workers flooding at once, each writing the first `bytes` bytes of
+/// the data file, each read by one client on its own connection.
+pub async fn corral_floods(bench: &Bench, workers: usize, bytes: u64) -> Result<FloodsRun> {
+    let fixture = &bench.fixture;
+    let mut names = Vec::new();
+    let mut fifos = Vec::new();
+    let mut attaches = Vec::new();
+    for _ in 0..workers {
+        let fifo = fixture.fifo()?;
+        let def = WorkerDef {
+            name: format!("fl-{}", bench.next_id()),
+            command: head_argv(&fifo, &fixture.file, bytes),
+        };
+        let worker = bench.api.create_worker(&bench.session, &def).await?;
+        let api = Api::new(bench.server.connect().await?);
+        attaches.push(
+            api.attach(&worker.name, pb::replay::Mode::FromOffset(0))
+                .await?,
+        );
+        names.push(worker.name);
+        fifos.push(fifo);
+    }
+    let readers: Vec<_> = attaches
+        .into_iter()
+        .map(|attach| tokio::spawn(read_all(attach, bytes)))
+        .collect();
+    let start = tokio::task::spawn_blocking(move || trigger_all(&fifos)).await??;
+    let (mut delivered, mut skipped, mut end) = (0u64, 0u64, start);
+    for reader in readers {
+        let read = tokio::time::timeout(RUN_TIMEOUT, reader)
+            .await
+            .context("a client did not receive all the output in time")???;
+        delivered += read.delivered;
+        skipped += read.skipped;
+        end = end.max(read.done);
+    }
+    for name in &names {
+        bench.api.delete_worker(name).await?;
+    }
+    Ok(FloodsRun {
+        rate: delivered as f64 / (end - start).as_secs_f64(),
+        skipped,
     })
 }
 
