@@ -551,7 +551,7 @@ async fn run_slow_client(bench: &Bench) -> Result<Vec<Row>> {
 
 /// Many agents printing at once: the aggregate rate of `flood_workers` floods
 /// against as many raw PTYs flooding at once. Issue 7 sets no target for it; it
-/// shows what the flood polling of one worker costs the others.
+/// shows what flooding workers cost each other on a shared server.
 async fn run_floods(bench: &Bench) -> Result<Vec<Row>> {
     let workers = bench.sizes.flood_workers;
     let bytes = bench.sizes.file_bytes / workers as u64;
