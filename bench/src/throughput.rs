@@ -38,25 +38,8 @@ pub fn raw(bench: &Bench) -> Result<f64> {
     let fifo = fixture.fifo()?;
     let mut pty = RawPty::spawn(&cat_argv(&fifo, &fixture.file), &fixture.env())?;
     let size = fixture.size;
-    let mut reader = pty.take_reader()?;
-    let reading = std::thread::spawn(move || -> (u64, Instant) {
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut total = 0u64;
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    total += n as u64;
-                    if total >= size {
-                        break;
-                    }
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        (total, Instant::now())
-    });
+    let reader = pty.take_reader()?;
+    let reading = std::thread::spawn(move || read_master(reader, size));
     let start = trigger(&fifo)?;
     let (total, done) = reading
         .join()
@@ -66,6 +49,22 @@ pub fn raw(bench: &Bench) -> Result<f64> {
         bail!("raw PTY: read {total} of {size} bytes");
     }
     Ok(size as f64 / (done - start).as_secs_f64())
+}
+
+/// Reads a PTY master until `size` bytes came, EOF or an error; returns the
+/// bytes read and when the last arrived.
+fn read_master(mut reader: Box<dyn std::io::Read + Send>, size: u64) -> (u64, Instant) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    while total < size {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    (total, Instant::now())
 }
 
 /// Aggregate bytes per second of `workers` programs flooding at once, each
@@ -80,20 +79,8 @@ pub fn raw_floods(bench: &Bench, workers: usize, bytes: u64) -> Result<f64> {
     for _ in 0..workers {
         let fifo = fixture.fifo()?;
         let mut pty = RawPty::spawn(&head_argv(&fifo, &fixture.file, bytes), &fixture.env())?;
-        let mut reader = pty.take_reader()?;
-        readers.push(std::thread::spawn(move || -> (u64, Instant) {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut total = 0u64;
-            while total < bytes {
-                match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => total += n as u64,
-                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            (total, Instant::now())
-        }));
+        let reader = pty.take_reader()?;
+        readers.push(std::thread::spawn(move || read_master(reader, bytes)));
         ptys.push(pty);
         fifos.push(fifo);
     }

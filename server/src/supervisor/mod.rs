@@ -859,29 +859,38 @@ mod tests {
     ) -> (Arc<Supervisor>, WorkerHandle) {
         let (events, _) = mpsc::channel(16);
         let supervisor = Supervisor::new(config, events);
+        let worker = start_on(&supervisor, script).await;
+        (supervisor, worker)
+    }
+
+    /// A worker of `supervisor` running `/bin/sh -c script`.
+    async fn start_on(supervisor: &Supervisor, script: String) -> WorkerHandle {
         let spec = SpawnSpec {
             program: Program::Argv(vec!["/bin/sh".into(), "-c".into(), script]),
             cwd: std::env::temp_dir(),
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             size: WindowSize::default(),
         };
-        let worker = supervisor
+        supervisor
             .start(Uuid::new_v4(), Uuid::new_v4(), spec, "")
             .await
-            .unwrap();
-        (supervisor, worker)
+            .unwrap()
     }
 
-    /// A supervisor with a [`RING_BYTES`] ring, and a worker that writes
-    /// [`OUTPUT_BYTES`] zero bytes once it reads a line.
+    /// A script that writes [`OUTPUT_BYTES`] zero bytes once it reads a line.
+    fn flood_script() -> String {
+        format!("stty raw -echo; read _; head -c {OUTPUT_BYTES} /dev/zero")
+    }
+
+    /// A supervisor with a [`RING_BYTES`] ring, and a worker running
+    /// [`flood_script`].
     async fn flood(straggler_wait: Duration) -> (Arc<Supervisor>, WorkerHandle) {
         let config = SupervisorConfig {
             scrollback_bytes: RING_BYTES,
             straggler_wait,
             ..SupervisorConfig::default()
         };
-        let script = format!("stty raw -echo; read _; head -c {OUTPUT_BYTES} /dev/zero");
-        start_script(config, script).await
+        start_script(config, flood_script()).await
     }
 
     /// What one client read: bytes of the flood, and bytes skipped.
@@ -951,20 +960,7 @@ mod tests {
         // One actor at a time polls a flood (`actor::FloodPoller`); the other
         // flood is read on readiness, and loses nothing either.
         let (supervisor, first) = flood(STRAGGLER_WAIT).await;
-        let spec = SpawnSpec {
-            program: Program::Argv(vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!("stty raw -echo; read _; head -c {OUTPUT_BYTES} /dev/zero"),
-            ]),
-            cwd: std::env::temp_dir(),
-            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-            size: WindowSize::default(),
-        };
-        let second = supervisor
-            .start(Uuid::new_v4(), Uuid::new_v4(), spec, "")
-            .await
-            .unwrap();
+        let second = start_on(&supervisor, flood_script()).await;
         let mut readers = Vec::new();
         for worker in [&first, &second] {
             let (client, _, _) = worker.subscribe(ReplayFrom::All).unwrap();
