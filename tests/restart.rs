@@ -7,7 +7,7 @@
 mod common;
 
 use common::procs;
-use common::{TestServer, eventually};
+use common::{Client, TestServer, eventually};
 use corral::pb;
 use corral::pb::session::State;
 use corral_server::config::RestartPolicy;
@@ -65,6 +65,25 @@ async fn stored_scrollback(url: &str, worker_id: &str) -> Vec<u8> {
     rows.iter()
         .flat_map(|row| row.try_get::<Vec<u8>>("", "data").unwrap())
         .collect()
+}
+
+/// Waits until the scrollback stored for worker `worker_id` holds `needle`;
+/// fails with `what` when it does not in time.
+async fn eventually_stored(url: &str, worker_id: &str, needle: &str, what: &str) {
+    eventually(what, || async {
+        String::from_utf8_lossy(&stored_scrollback(url, worker_id).await).contains(needle)
+    })
+    .await;
+}
+
+/// Creates and starts the session `name` (one shell worker) and attaches to it;
+/// returns the worker's id and the client.
+async fn start_attached(server: &TestServer, name: &str) -> (String, Client) {
+    server.create_session(name).await;
+    let session = server.start_session(name).await;
+    let worker_id = session.workers[0].id.clone();
+    let client = server.attach(&format!("sessions/{name}"), None, None).await;
+    (worker_id, client)
 }
 
 /// Runs `sql` on the test database.
@@ -404,17 +423,16 @@ async fn stored_scrollback_stays_within_the_ring_and_keeps_its_offsets() {
         config.scrollback_flush_bytes = BATCH as usize;
     };
     let server = TestServer::start_with(small, None).await;
-    server.create_session("flood").await;
-    let session = server.start_session("flood").await;
-    let worker_id = session.workers[0].id.clone();
-    let mut client = server.attach("sessions/flood", None, None).await;
+    let (worker_id, mut client) = start_attached(&server, "flood").await;
     client.input(b"seq 1 5000; echo flood-$((9*9))\n").await;
     client.expect("flood-81").await;
     let db_url = server.db.url.clone();
-    eventually("the end of the flood is stored", || {
-        let (url, id) = (db_url.clone(), worker_id.clone());
-        async move { String::from_utf8_lossy(&stored_scrollback(&url, &id).await).contains("flood-81") }
-    })
+    eventually_stored(
+        &db_url,
+        &worker_id,
+        "flood-81",
+        "the end of the flood is stored",
+    )
     .await;
     let stored = stored_scrollback(&db_url, &worker_id).await.len() as u64;
     assert!(
@@ -451,19 +469,17 @@ async fn output_pending_when_a_run_ends_is_stored() {
         config.scrollback_flush_interval = Duration::from_secs(3600);
     };
     let server = TestServer::start_with(lazy, None).await;
-    server.create_session("lazy").await;
-    let session = server.start_session("lazy").await;
-    let worker_id = session.workers[0].id.clone();
-    let mut client = server.attach("sessions/lazy", None, None).await;
+    let (worker_id, mut client) = start_attached(&server, "lazy").await;
     client.input(b"echo bye-$((6*7))\n").await;
     client.expect("bye-42").await;
     drop(client);
     act(&server, "lazy", pb::session::Action::Stop).await;
-    let db_url = server.db.url.clone();
-    eventually("the run's last output is stored", || {
-        let (url, id) = (db_url.clone(), worker_id.clone());
-        async move { String::from_utf8_lossy(&stored_scrollback(&url, &id).await).contains("bye-42") }
-    })
+    eventually_stored(
+        &server.db.url,
+        &worker_id,
+        "bye-42",
+        "the run's last output is stored",
+    )
     .await;
     server.stop().await;
 }
