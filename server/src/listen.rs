@@ -28,16 +28,22 @@ pub enum Listener {
     Unix(UnixListener, PathBuf),
 }
 
+/// The `google.rpc.ErrorInfo` reason of an address the server cannot listen on.
+pub const LISTEN_FAILED: &str = "LISTEN_FAILED";
+
 /// Binds `addr`.
 ///
-/// Errors (INTERNAL, with the address and the OS's reason): the address is in
-/// use, the socket path is not a socket or another server answers on it.
+/// Errors: FAILED_PRECONDITION ([`LISTEN_FAILED`]; the message names the
+/// address, the OS's reason and what the operator can do) when the address is in
+/// use (another server answers on a socket path too), is not an address of this
+/// machine, needs a privilege the server's user lacks, or is a path that is not a
+/// socket; INTERNAL for any other failure of the OS.
 pub async fn bind(addr: &ListenAddr) -> Result<Listener> {
     match addr {
         ListenAddr::Tcp(addr) => TcpListener::bind(addr)
             .await
             .map(Listener::Tcp)
-            .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}"))),
+            .map_err(|e| cannot_listen(addr, &e)),
         ListenAddr::Unix(path) => {
             let path = path.clone();
             let std_listener = tokio::task::spawn_blocking({
@@ -46,9 +52,7 @@ pub async fn bind(addr: &ListenAddr) -> Result<Listener> {
             })
             .await
             .map_err(|e| Error::Internal(format!("binding unix:{}: {e}", path.display())))?
-            .map_err(|e| {
-                Error::Internal(format!("cannot listen on unix:{}: {e}", path.display()))
-            })?;
+            .map_err(|e| cannot_listen(&format!("unix:{}", path.display()), &e))?;
             let listener = UnixListener::from_std(std_listener)
                 .map_err(|e| Error::Internal(format!("unix:{}: {e}", path.display())))?;
             Ok(Listener::Unix(listener, path))
@@ -64,6 +68,35 @@ impl Listener {
             Listener::Unix(..) => None,
         }
     }
+}
+
+/// The error for `addr` that the OS refused with `err`: what the operator can do
+/// when it is theirs to fix, INTERNAL otherwise.
+fn cannot_listen(addr: &dyn std::fmt::Display, err: &std::io::Error) -> Error {
+    use std::io::ErrorKind;
+    let hint = match err.kind() {
+        ErrorKind::AddrInUse => {
+            "is another corrald running? Stop it, or give this one another address \
+             with --listen (or CORRAL_LISTEN)"
+        }
+        ErrorKind::AddrNotAvailable => {
+            "no interface of this machine has that address; give --listen (or \
+             CORRAL_LISTEN) one of its addresses, e.g. 127.0.0.1:50051"
+        }
+        ErrorKind::PermissionDenied => {
+            "the server's user may not listen there (ports below 1024 need \
+             CAP_NET_BIND_SERVICE; a socket's directory must be writable); give \
+             --listen (or CORRAL_LISTEN) another address"
+        }
+        ErrorKind::AlreadyExists => {
+            "move that file away, or give --listen (or CORRAL_LISTEN) another path"
+        }
+        _ => return Error::Internal(format!("cannot listen on {addr}: {err}")),
+    };
+    Error::precondition(
+        LISTEN_FAILED,
+        format!("cannot listen on {addr}: {err}: {hint}"),
+    )
 }
 
 fn bind_unix(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
@@ -127,10 +160,29 @@ mod tests {
         let again = bind(&addr).await.unwrap();
         assert!(again.tcp_addr().is_none());
 
+        // A path that is not a socket is the operator's to fix, and left alone.
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
         let err = bind(&ListenAddr::Unix(file.clone())).await.unwrap_err();
         assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
         assert_eq!(std::fs::read_to_string(file).unwrap(), "x");
+    }
+
+    #[tokio::test]
+    async fn a_tcp_address_in_use_says_what_to_do() {
+        let taken = bind(&ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .await
+            .unwrap();
+        let addr = taken.tcp_addr().unwrap();
+        let err = bind(&ListenAddr::Tcp(addr)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("cannot listen on {addr}: ")),
+            "{message}"
+        );
+        assert!(message.contains("another corrald"), "{message}");
+        assert!(message.contains("--listen"), "{message}");
     }
 }
