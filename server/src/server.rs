@@ -76,6 +76,11 @@ pub async fn serve(config: Config) -> Result<RunningServer> {
 ///
 /// Checks the configuration first ([`Config::check`]): an invalid one — e.g. a
 /// non-loopback address without authentication — is an error naming the problem.
+/// Then binds the address, before the store is opened: a server that cannot
+/// listen (FAILED_PRECONDITION from [`listen::bind`], e.g. the port is taken)
+/// changes nothing, and in particular does not claim and restart the sessions of
+/// a server that is gone only to exit. Connections that arrive before the
+/// manager is ready wait in the listen backlog.
 pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer> {
     let security = {
         let config = config.clone();
@@ -91,13 +96,35 @@ pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
             data_dir.display()
         ))
     })?;
+    let listener = listen::bind(&config.listen).await?;
+    let unix_path = match &listener {
+        Listener::Unix(_, path) => Some(path.clone()),
+        Listener::Tcp(_) => None,
+    };
+    let started = start(config, clock, security, listener, &data_dir).await;
+    if started.is_err()
+        && let Some(path) = &unix_path
+    {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    started
+}
+
+/// Everything after the bind: the store, the manager, the services and the task
+/// that serves `listener`.
+async fn start(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    security: crate::security::Security,
+    listener: Listener,
+    data_dir: &Path,
+) -> Result<RunningServer> {
     let url = config.database_url();
     let store = Store::connect(&url).await?;
     tracing::info!(backend = store.backend_name(), data_dir = %data_dir.display(), "store ready");
 
     let shutdown = CancellationToken::new();
     let manager = Manager::start(&config, store, clock, shutdown.clone()).await?;
-    let listener = listen::bind(&config.listen).await?;
     let addr = listener
         .tcp_addr()
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));

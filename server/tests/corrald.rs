@@ -1,5 +1,6 @@
 //! The real `corrald` binary, as an operator runs it: it refuses a public address
-//! without authentication (exit 64, saying how to fix it), makes tokens and their
+//! without authentication (exit 64, saying how to fix it), says what to do when
+//! its address is taken (exit 1, before it opens the store), makes tokens and their
 //! token-file lines, and keeps its own environment — tokens, secrets — out of the
 //! workers it starts.
 
@@ -40,6 +41,34 @@ fn a_public_address_without_authentication_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("without authentication"), "{stderr}");
     assert!(stderr.contains("corrald token new"), "says how: {stderr}");
+}
+
+#[test]
+fn an_address_in_use_is_reported_with_what_to_do() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = corrald()
+        .args(["--listen", &addr, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("corrald: cannot listen on {addr}: ")),
+        "{stderr}"
+    );
+    assert!(last.contains("another corrald"), "asks: {stderr}");
+    assert!(last.contains("--listen"), "says how: {stderr}");
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    // It listens before it opens the store: a server that cannot listen leaves
+    // the database (and the sessions of a server that is gone) untouched.
+    assert!(
+        !dir.path().join("corral.db").exists(),
+        "the store was opened: {stderr}"
+    );
 }
 
 #[test]
