@@ -1,5 +1,6 @@
-//! Assembling and running the gRPC server: store → manager → services (plus
-//! health and reflection) → a listener, and the drain on shutdown.
+//! Assembling and running the gRPC server: the listener (bound first, so that a
+//! server that cannot listen changes nothing) → store → manager → services (plus
+//! health and reflection) served on it, and the drain on shutdown.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
