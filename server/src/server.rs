@@ -24,6 +24,9 @@ use crate::listen::{self, Listener};
 use crate::manager::Manager;
 use crate::store::Store;
 
+/// The `google.rpc.ErrorInfo` reason when the data directory cannot be created.
+pub const DATA_DIR_UNUSABLE: &str = "DATA_DIR_UNUSABLE";
+
 /// A server that is listening. Drop does not stop it: call [`shutdown`](Self::shutdown)
 /// and [`wait`](Self::wait).
 #[derive(Debug)]
@@ -77,7 +80,8 @@ pub async fn serve(config: Config) -> Result<RunningServer> {
 ///
 /// Checks the configuration first ([`Config::check`]): an invalid one — e.g. a
 /// non-loopback address without authentication — is an error naming the problem.
-/// Then binds the address, before the store is opened: a server that cannot
+/// A data directory that cannot be created is FAILED_PRECONDITION
+/// ([`DATA_DIR_UNUSABLE`]). Then binds the address, before the store is opened: a server that cannot
 /// listen (FAILED_PRECONDITION from [`listen::bind`], e.g. the port is taken)
 /// changes nothing, and in particular does not claim and restart the sessions of
 /// a server that is gone only to exit. Connections that arrive before the
@@ -92,10 +96,14 @@ pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
     };
     let data_dir = config.data_dir();
     tokio::fs::create_dir_all(&data_dir).await.map_err(|e| {
-        Error::Internal(format!(
-            "cannot create the data directory {}: {e}",
-            data_dir.display()
-        ))
+        Error::precondition(
+            DATA_DIR_UNUSABLE,
+            format!(
+                "cannot create the data directory {}: {e}: give --data-dir (or \
+                 CORRAL_DATA_DIR) a directory the server's user can create and write",
+                data_dir.display()
+            ),
+        )
     })?;
     let listener = listen::bind(&config.listen).await?;
     let unix_path = match &listener {

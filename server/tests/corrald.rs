@@ -1,8 +1,8 @@
 //! The real `corrald` binary, as an operator runs it: it refuses a public address
 //! without authentication (exit 64, saying how to fix it), says what to do when
-//! its address is taken (exit 1, before it opens the store), makes tokens and their
-//! token-file lines, and keeps its own environment — tokens, secrets — out of the
-//! workers it starts.
+//! its address is taken (exit 1, before it opens the store) or its data directory
+//! cannot be created (exit 1), makes tokens and their token-file lines, and keeps
+//! its own environment — tokens, secrets — out of the workers it starts.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,6 +69,27 @@ fn an_address_in_use_is_reported_with_what_to_do() {
         !dir.path().join("corral.db").exists(),
         "the store was opened: {stderr}"
     );
+}
+
+#[test]
+fn a_data_directory_it_cannot_create_is_reported_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let output = corrald()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(file.join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("corrald: cannot create the data directory "),
+        "{stderr}"
+    );
+    assert!(last.contains("--data-dir"), "says how: {stderr}");
+    assert!(!stderr.contains("internal error"), "{stderr}");
 }
 
 #[test]
