@@ -43,26 +43,35 @@ fn a_public_address_without_authentication_is_refused() {
     assert!(stderr.contains("corrald token new"), "says how: {stderr}");
 }
 
+/// Runs corrald with `--listen listen --data-dir data_dir`, expecting it to fail
+/// at start-up (exit 1) with a message of its own, not an "internal error".
+/// Returns its last line of stderr, which says what went wrong and what to do,
+/// and the whole stderr (for failure messages).
+fn start_up_failure(listen: &str, data_dir: &Path) -> (String, String) {
+    let output = corrald()
+        .args(["--listen", listen, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default().to_owned();
+    (last, stderr)
+}
+
 #[test]
 fn an_address_in_use_is_reported_with_what_to_do() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let output = corrald()
-        .args(["--listen", &addr, "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
+    let (last, stderr) = start_up_failure(&addr, dir.path());
     assert!(
         last.starts_with(&format!("corrald: cannot listen on {addr}: ")),
         "{stderr}"
     );
     assert!(last.contains("another corrald"), "asks: {stderr}");
     assert!(last.contains("--listen"), "says how: {stderr}");
-    assert!(!stderr.contains("internal error"), "{stderr}");
     // It listens before it opens the store: a server that cannot listen leaves
     // the database (and the sessions of a server that is gone) untouched.
     assert!(
@@ -76,20 +85,12 @@ fn a_data_directory_it_cannot_create_is_reported_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
-    let output = corrald()
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(file.join("data"))
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
+    let (last, stderr) = start_up_failure("127.0.0.1:0", &file.join("data"));
     assert!(
         last.starts_with("corrald: cannot create the data directory "),
         "{stderr}"
     );
     assert!(last.contains("--data-dir"), "says how: {stderr}");
-    assert!(!stderr.contains("internal error"), "{stderr}");
 }
 
 #[test]
