@@ -68,6 +68,14 @@ impl Listener {
             Listener::Unix(..) => None,
         }
     }
+
+    /// The Unix socket's path, or `None` for a TCP listener.
+    pub fn unix_path(&self) -> Option<&Path> {
+        match self {
+            Listener::Tcp(_) => None,
+            Listener::Unix(_, path) => Some(path),
+        }
+    }
 }
 
 /// The error for `addr` that the OS refused with `err`: what the operator can do

@@ -81,11 +81,11 @@ pub async fn serve(config: Config) -> Result<RunningServer> {
 /// Checks the configuration first ([`Config::check`]): an invalid one — e.g. a
 /// non-loopback address without authentication — is an error naming the problem.
 /// A data directory that cannot be created is FAILED_PRECONDITION
-/// ([`DATA_DIR_UNUSABLE`]). Then binds the address, before the store is opened: a server that cannot
-/// listen (FAILED_PRECONDITION from [`listen::bind`], e.g. the port is taken)
-/// changes nothing, and in particular does not claim and restart the sessions of
-/// a server that is gone only to exit. Connections that arrive before the
-/// manager is ready wait in the listen backlog.
+/// ([`DATA_DIR_UNUSABLE`]). Then binds the address, before the store is opened:
+/// a server that cannot listen (FAILED_PRECONDITION from [`listen::bind`], e.g.
+/// the port is taken) changes nothing, and in particular does not claim and
+/// restart the sessions of a server that is gone only to exit. Connections that
+/// arrive before the manager is ready wait in the listen backlog.
 pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer> {
     let security = {
         let config = config.clone();
@@ -106,11 +106,8 @@ pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         )
     })?;
     let listener = listen::bind(&config.listen).await?;
-    let unix_path = match &listener {
-        Listener::Unix(_, path) => Some(path.clone()),
-        Listener::Tcp(_) => None,
-    };
-    let started = start(config, clock, security, listener, &data_dir).await;
+    let unix_path = listener.unix_path().map(Path::to_path_buf);
+    let started = start(config, clock, security, listener).await;
     if started.is_err()
         && let Some(path) = &unix_path
     {
@@ -126,21 +123,17 @@ async fn start(
     clock: Arc<dyn Clock>,
     security: crate::security::Security,
     listener: Listener,
-    data_dir: &Path,
 ) -> Result<RunningServer> {
     let url = config.database_url();
     let store = Store::connect(&url).await?;
-    tracing::info!(backend = store.backend_name(), data_dir = %data_dir.display(), "store ready");
+    tracing::info!(backend = store.backend_name(), data_dir = %config.data_dir().display(), "store ready");
 
     let shutdown = CancellationToken::new();
     let manager = Manager::start(&config, store, clock, shutdown.clone()).await?;
     let addr = listener
         .tcp_addr()
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let unix_path = match &listener {
-        Listener::Unix(_, path) => Some(path.clone()),
-        Listener::Tcp(_) => None,
-    };
+    let unix_path = listener.unix_path().map(Path::to_path_buf);
     if !config.listen.is_local() && security.tls.is_none() {
         tracing::warn!(listen = %config.listen, "serving without TLS on a non-loopback address: tokens and terminal traffic travel in clear text");
     }
