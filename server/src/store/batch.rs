@@ -592,6 +592,133 @@ mod tests {
         gate_works_on(&store).await;
     }
 
+    /// Writes `n` keys `{prefix}{i}`, one write transaction each, one after the
+    /// other: enough of them to draw every connection of the pool in turn.
+    async fn write_each(store: &Store, prefix: &str, n: usize) {
+        for i in 0..n {
+            let key = format!("{prefix}{i}");
+            let txn = begin(store)
+                .await
+                .unwrap_or_else(|err| panic!("write {key}: BEGIN failed: {err}"));
+            insert(&txn, &key).await.unwrap();
+            txn.commit().await.unwrap();
+        }
+    }
+
+    /// Waits until every open connection of the pool is back in it (a
+    /// connection is returned by a task of sqlx's after its last user drops it).
+    async fn until_all_idle(store: &Store) {
+        let pool = store.connection().get_sqlite_connection_pool();
+        while pool.num_idle() < pool.size() as usize {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A COMMIT that fails stores none of its batch's writes, every member gets
+    /// the error, and the gate and every pooled connection work on. The failure
+    /// here is a deferred foreign key, which SQLite checks at COMMIT and which
+    /// leaves the transaction open (the members' queued ROLLBACK ends it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_stores_nothing_and_the_gate_works_on() {
+        let (_dir, store) = store().await;
+        store
+            .connection()
+            .execute_unprepared(
+                r#"CREATE TABLE "parents" ("id" TEXT PRIMARY KEY);
+                   CREATE TABLE "children" ("parent" TEXT REFERENCES "parents" ("id")
+                       DEFERRABLE INITIALLY DEFERRED);"#,
+            )
+            .await
+            .unwrap();
+        // Alone at the gate.
+        let txn = begin(&store).await.unwrap();
+        insert(&txn, "alone").await.unwrap();
+        orphan(&txn).await.unwrap();
+        let err = txn.commit().await.unwrap_err().to_string();
+        assert!(err.contains("FOREIGN KEY"), "{err}");
+        assert!(!stored(&store, "alone").await);
+
+        // In a batch of two: the first writer's COMMIT is the batch's, and fails.
+        let gate = gate(&store);
+        let first = first_writer(&store, "first").await;
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let txn = begin(&store).await?;
+                insert(&txn, "second").await?;
+                orphan(&txn).await?;
+                txn.commit().await
+            }
+        });
+        until_queued(&gate, 1).await;
+        let first = first.commit().await.unwrap_err().to_string();
+        let second = second.await.unwrap().unwrap_err().to_string();
+        for err in [first, second] {
+            assert!(err.contains("FOREIGN KEY"), "{err}");
+        }
+        assert!(!stored(&store, "first").await);
+        assert!(!stored(&store, "second").await);
+
+        until_all_idle(&store).await;
+        write_each(
+            &store,
+            "after-",
+            2 * crate::store::sqlite_pool_size() as usize,
+        )
+        .await;
+    }
+
+    /// A connection on which sqlx still counts a transaction that SQLite has
+    /// ended (as SQLite may after `SQLITE_FULL` or `SQLITE_IOERR` at COMMIT, so
+    /// that the queued ROLLBACK fails) is closed when released, not handed out
+    /// again (see `keep_after_release`). The test ends the transaction behind
+    /// sqlx's back with a plain `ROLLBACK` statement, which leaves the
+    /// connection in that same state; then it draws every connection the pool
+    /// can hand out at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_whose_transaction_sqlite_ended_is_not_reused() {
+        use sea_orm::sqlx::Connection as _;
+        let (_dir, store) = store().await;
+        let pool = store.connection().get_sqlite_connection_pool();
+        {
+            let mut conn = pool.acquire().await.unwrap();
+            let mut txn = conn.begin().await.unwrap();
+            sea_orm::sqlx::query("ROLLBACK")
+                .execute(&mut *txn)
+                .await
+                .unwrap();
+            assert!(txn.is_in_transaction(), "sqlx should still count it");
+        }
+        until_all_idle(&store).await;
+        let mut every = Vec::new();
+        for _ in 0..crate::store::sqlite_pool_size() {
+            every.push(pool.acquire().await.unwrap());
+        }
+        for conn in &every {
+            assert!(
+                !conn.is_in_transaction(),
+                "the pool handed out a connection that still counts a transaction"
+            );
+        }
+        drop(every);
+        until_all_idle(&store).await;
+        write_each(
+            &store,
+            "after-",
+            2 * crate::store::sqlite_pool_size() as usize,
+        )
+        .await;
+        gate_works_on(&store).await;
+    }
+
+    /// Inserts a child row whose parent does not exist (a deferred foreign key:
+    /// SQLite reports it at COMMIT).
+    async fn orphan(txn: &WriteTxn) -> Result<(), DbErr> {
+        txn.execute_unprepared(r#"INSERT INTO "children" ("parent") VALUES ('none')"#)
+            .await
+            .map(drop)
+    }
+
     /// A writer that rolls back in a batch undoes its own writes only; the
     /// batch's committer commits the writer's before it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

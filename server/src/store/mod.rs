@@ -152,12 +152,50 @@ pub struct Store {
     gate: Option<Arc<batch::Gate>>,
 }
 
+/// Whether a SQLite connection goes back to the pool when released (sqlx's
+/// `after_release`): not while sqlx still counts a transaction on it once the
+/// commands queued on it have run. An error (the connection's thread is gone)
+/// makes sqlx close it too.
+///
+/// A transaction dropped without its COMMIT or ROLLBACK succeeding (an error
+/// returned with `?`, a cancelled request, a COMMIT that failed) queues a
+/// ROLLBACK on its connection. When SQLite has already ended the transaction
+/// itself, as it may after `SQLITE_FULL`, `SQLITE_IOERR`, `SQLITE_BUSY` or
+/// `SQLITE_NOMEM` ("Response To Errors Within A Transaction",
+/// <https://sqlite.org/lang_transaction.html>), that ROLLBACK fails ("no
+/// transaction is active"). sqlx lowers its transaction depth only when a COMMIT
+/// or ROLLBACK succeeds, so it would keep counting one on that connection: the
+/// next write transaction there would start with a `SAVEPOINT` instead of `BEGIN
+/// IMMEDIATE`, and if rolled back, end with `ROLLBACK TO`, which leaves SQLite's
+/// transaction open. An idle pooled connection would then hold the database's
+/// write lock, and every other write would wait out the busy timeout and fail.
+/// Such a connection is closed instead; the pool opens a new one.
+async fn keep_after_release(
+    conn: &mut sea_orm::sqlx::SqliteConnection,
+) -> std::result::Result<bool, sea_orm::sqlx::Error> {
+    use sea_orm::sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // The connection's thread runs commands in order: the queued ROLLBACK first.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "closing a SQLite connection whose ROLLBACK failed: SQLite had ended the \
+             transaction itself, after an error"
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://…`), applies the
     /// migrations, and loads (or creates) the page-token key.
     ///
     /// SQLite runs in WAL mode with `synchronous = NORMAL`, foreign keys on and a
-    /// busy timeout. On PostgreSQL, migrations run under an advisory lock so that
+    /// busy timeout; a connection whose transaction state is unknown after an
+    /// error is closed, not reused ([`keep_after_release`]). On PostgreSQL, migrations run under an advisory lock so that
     /// several servers starting at once on one database do not race.
     pub async fn connect(url: &str) -> Result<Store> {
         let mut options = ConnectOptions::new(url.to_owned());
@@ -178,6 +216,9 @@ impl Store {
                         .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                         .busy_timeout(SQLITE_BUSY_TIMEOUT)
                         .foreign_keys(true)
+                })
+                .map_sqlx_sqlite_pool_opts(|opts| {
+                    opts.after_release(|conn, _| Box::pin(keep_after_release(conn)))
                 });
         } else {
             // Ping only connections idle long enough to have been dropped (server
