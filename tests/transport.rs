@@ -241,3 +241,25 @@ async fn the_unix_socket_is_private_and_serves() {
     server.stop().await;
     assert!(!Path::new(&socket).exists(), "removed at shutdown");
 }
+
+/// A configuration that `Config::check` refuses (here an address other
+/// machines can reach, without authentication) makes `serve` fail with
+/// INVALID_ARGUMENT naming the problem, not INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_configuration_is_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::TestDb::new(dir.path()).await;
+    let mut config = test_config(dir.path(), &db);
+    config.listen = "0.0.0.0:0".parse().unwrap();
+    let Err(err) = corral_server::serve(config).await else {
+        panic!("served on 0.0.0.0 without authentication");
+    };
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(
+            "invalid configuration: refusing to listen on 0.0.0.0:0 without authentication"
+        ),
+        "{message}"
+    );
+}

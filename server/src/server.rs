@@ -79,7 +79,8 @@ pub async fn serve(config: Config) -> Result<RunningServer> {
 /// [`serve`] with an injected clock (tests).
 ///
 /// Checks the configuration first ([`Config::check`]): an invalid one — e.g. a
-/// non-loopback address without authentication — is an error naming the problem.
+/// non-loopback address without authentication — is INVALID_ARGUMENT
+/// ("invalid configuration: …", naming the problem), and nothing is started.
 /// A data directory that cannot be created is FAILED_PRECONDITION
 /// ([`DATA_DIR_UNUSABLE`]). Then binds the address, before the store is opened:
 /// a server that cannot listen (FAILED_PRECONDITION from [`listen::bind`], e.g.
@@ -92,7 +93,7 @@ pub async fn serve_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         tokio::task::spawn_blocking(move || config.check())
             .await
             .map_err(|e| Error::Internal(format!("checking the configuration: {e}")))?
-            .map_err(|e| Error::Internal(format!("invalid configuration: {e}")))?
+            .map_err(|e| Error::invalid("configuration", e))?
     };
     let data_dir = config.data_dir();
     tokio::fs::create_dir_all(&data_dir).await.map_err(|e| {
