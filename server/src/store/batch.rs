@@ -400,6 +400,14 @@ mod tests {
         .map(drop)
     }
 
+    /// Inserts a child row whose parent does not exist (a deferred foreign key:
+    /// SQLite reports it at COMMIT).
+    async fn orphan(txn: &WriteTxn) -> Result<(), DbErr> {
+        txn.execute_unprepared(r#"INSERT INTO "children" ("parent") VALUES ('none')"#)
+            .await
+            .map(drop)
+    }
+
     async fn stored(store: &Store, key: &str) -> bool {
         store
             .connection()
@@ -617,7 +625,8 @@ mod tests {
     /// A COMMIT that fails stores none of its batch's writes, every member gets
     /// the error, and the gate and every pooled connection work on. The failure
     /// here is a deferred foreign key, which SQLite checks at COMMIT and which
-    /// leaves the transaction open (the members' queued ROLLBACK ends it).
+    /// leaves the transaction open (the ROLLBACK that the dropped transaction
+    /// queues ends it).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_commit_stores_nothing_and_the_gate_works_on() {
         let (_dir, store) = store().await;
@@ -709,14 +718,6 @@ mod tests {
         )
         .await;
         gate_works_on(&store).await;
-    }
-
-    /// Inserts a child row whose parent does not exist (a deferred foreign key:
-    /// SQLite reports it at COMMIT).
-    async fn orphan(txn: &WriteTxn) -> Result<(), DbErr> {
-        txn.execute_unprepared(r#"INSERT INTO "children" ("parent") VALUES ('none')"#)
-            .await
-            .map(drop)
     }
 
     /// A writer that rolls back in a batch undoes its own writes only; the

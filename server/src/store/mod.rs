@@ -195,8 +195,9 @@ impl Store {
     ///
     /// SQLite runs in WAL mode with `synchronous = NORMAL`, foreign keys on and a
     /// busy timeout; a connection whose transaction state is unknown after an
-    /// error is closed, not reused ([`keep_after_release`]). On PostgreSQL, migrations run under an advisory lock so that
-    /// several servers starting at once on one database do not race.
+    /// error is closed, not reused (`keep_after_release`). On PostgreSQL,
+    /// migrations run under an advisory lock so that several servers starting at
+    /// once on one database do not race.
     pub async fn connect(url: &str) -> Result<Store> {
         let mut options = ConnectOptions::new(url.to_owned());
         options
