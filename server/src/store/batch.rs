@@ -600,11 +600,13 @@ mod tests {
         gate_works_on(&store).await;
     }
 
-    /// Writes `n` keys `{prefix}{i}`, one write transaction each, one after the
-    /// other: enough of them to draw every connection of the pool in turn.
-    async fn write_each(store: &Store, prefix: &str, n: usize) {
-        for i in 0..n {
-            let key = format!("{prefix}{i}");
+    /// Once every connection is back in the pool, writes twice as many keys
+    /// (`after-{i}`) as the pool holds connections, one write transaction each,
+    /// one after the other, so that every pooled connection takes a turn.
+    async fn every_connection_writes(store: &Store) {
+        until_all_idle(store).await;
+        for i in 0..2 * crate::store::sqlite_pool_size() {
+            let key = format!("after-{i}");
             let txn = begin(store)
                 .await
                 .unwrap_or_else(|err| panic!("write {key}: BEGIN failed: {err}"));
@@ -668,13 +670,7 @@ mod tests {
         assert!(!stored(&store, "first").await);
         assert!(!stored(&store, "second").await);
 
-        until_all_idle(&store).await;
-        write_each(
-            &store,
-            "after-",
-            2 * crate::store::sqlite_pool_size() as usize,
-        )
-        .await;
+        every_connection_writes(&store).await;
     }
 
     /// A connection on which sqlx still counts a transaction that SQLite has
@@ -710,13 +706,7 @@ mod tests {
             );
         }
         drop(every);
-        until_all_idle(&store).await;
-        write_each(
-            &store,
-            "after-",
-            2 * crate::store::sqlite_pool_size() as usize,
-        )
-        .await;
+        every_connection_writes(&store).await;
         gate_works_on(&store).await;
     }
 
