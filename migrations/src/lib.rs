@@ -17,6 +17,7 @@ mod m20261121_000020_scrollback_chunks;
 mod m20261121_000021_servers;
 mod m20261121_000022_events_time;
 mod m20261121_000023_events_sequence_trigger;
+mod m20261207_000001_drop_sessions_state;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000021_servers::Migration),
             Box::new(m20261121_000022_events_time::Migration),
             Box::new(m20261121_000023_events_sequence_trigger::Migration),
+            Box::new(m20261207_000001_drop_sessions_state::Migration),
         ]
     }
 }

@@ -11,9 +11,11 @@
 //! exists afterwards, on SQLite and, with `CORRAL_TEST_DATABASE_URL`, PostgreSQL;
 //! then that the real migrations apply cleanly over that database.
 
+mod common;
+
 use corral_migrations::{Migrator, MigratorTrait};
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseConnection};
 
 /// Creates a table, then dies before finishing.
 struct HalfApplied;
@@ -95,37 +97,5 @@ async fn check(db: &DatabaseConnection) {
 
 #[tokio::test]
 async fn an_interrupted_migration_leaves_no_trace() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
-    let db = Database::connect(&url).await.unwrap();
-    check(&db).await;
-    db.close().await.unwrap();
-
-    let Ok(admin_url) = std::env::var("CORRAL_TEST_DATABASE_URL") else {
-        return;
-    };
-    if admin_url.is_empty() {
-        return;
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!("corral_migrations_{}_{nanos}", std::process::id());
-    let admin = Database::connect(&admin_url).await.unwrap();
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(b, _)| b.to_owned())
-        .unwrap();
-    let db = Database::connect(format!("{base}/{name}")).await.unwrap();
-    check(&db).await;
-    db.close().await.unwrap();
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    common::on_each_backend("corral_migrations", |db| async move { check(&db).await }).await;
 }
