@@ -42,7 +42,15 @@ async fn check(db: &DatabaseConnection) {
         );
     }
 
-    Migrator::down(db, Some(1)).await.unwrap();
+    // Roll back to just before the migration that drops it (later migrations
+    // first).
+    let all = Migrator::migrations();
+    let position = all
+        .iter()
+        .position(|m| m.name() == "m20261207_000001_drop_sessions_state")
+        .expect("the migration is listed");
+    let steps = (all.len() - position) as u32;
+    Migrator::down(db, Some(steps)).await.unwrap();
     assert!(
         manager
             .has_index("sessions", "sessions_state")
