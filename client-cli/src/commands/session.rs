@@ -329,7 +329,8 @@ fn print_summary(out: &Output, session: &pb::Session) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The full view of a session: every non-empty field, then its workers.
+/// The full view of a session: every non-empty field, then its workers (or, when
+/// it has none, a line saying what its first start adds).
 pub fn print_session(out: &Output, session: &pb::Session) -> Result<(), CliError> {
     if out.is_json() {
         return out.json(session);
@@ -410,6 +411,14 @@ pub fn print_session(out: &Output, session: &pb::Session) -> Result<(), CliError
     kv.text("etag", session.etag.clone());
     out.key_values(kv)?;
     out.line("")?;
+    if session.workers.is_empty() {
+        // The server gives a session without workers one at its first start
+        // (StartSession), so an empty table would look like a mistake.
+        return out.line(
+            "no workers yet: the first start adds a terminal worker `shell` running \
+             corrald's shell (its --shell, else $SHELL, else /bin/sh)",
+        );
+    }
     print_workers(out, &session.workers)
 }
 

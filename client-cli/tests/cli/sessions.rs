@@ -245,6 +245,29 @@ async fn get_shows_the_fields_and_the_workers_table() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_workers_says_what_its_first_start_adds() {
+    let server = Server::start().await;
+    server.create("demo", &[]).await;
+    let view = server.ok(&["session", "get", "demo"]).await;
+    assert!(
+        view.contains("no workers yet: the first start adds a terminal worker `shell`"),
+        "{view}"
+    );
+    assert!(!view.lines().any(|l| l.starts_with("NAME ")), "{view}");
+    let json = server.json(&["session", "get", "demo"]).await;
+    assert!(
+        json["workers"].as_array().is_none_or(Vec::is_empty),
+        "{json}"
+    );
+
+    server.ok(&["session", "start", "demo"]).await;
+    let view = server.ok(&["session", "get", "demo"]).await;
+    assert!(!view.contains("no workers"), "{view}");
+    assert_eq!(table_rows(&view)[0][0], "shell", "{view}");
+    server.stop().await;
+}
+
 /// The one line a lifecycle action prints: `demo (<short id>): <STATE>`, maybe
 /// followed by the reason.
 fn assert_summary(out: &str, session: &pb::Session, state: &str) {
