@@ -330,7 +330,7 @@ fn print_summary(out: &Output, session: &pb::Session) -> Result<(), CliError> {
 }
 
 /// The full view of a session: every non-empty field, then its workers (or, when
-/// it has none, a line saying what its first start adds).
+/// it has none, a line saying what starting it adds).
 pub fn print_session(out: &Output, session: &pb::Session) -> Result<(), CliError> {
     if out.is_json() {
         return out.json(session);
@@ -412,10 +412,11 @@ pub fn print_session(out: &Output, session: &pb::Session) -> Result<(), CliError
     out.key_values(kv)?;
     out.line("")?;
     if session.workers.is_empty() {
-        // The server gives a session without workers one at its first start
-        // (StartSession), so an empty table would look like a mistake.
+        // The server gives a session without workers one whenever it starts
+        // (StartSession, and a resume or retry), so an empty table would look
+        // like a mistake.
         return out.line(
-            "no workers yet: the first start adds a terminal worker `shell` running \
+            "no workers: starting the session adds a terminal worker `shell` running \
              corrald's shell (its --shell, else $SHELL, else /bin/sh)",
         );
     }

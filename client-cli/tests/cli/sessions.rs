@@ -246,12 +246,12 @@ async fn get_shows_the_fields_and_the_workers_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_without_workers_says_what_its_first_start_adds() {
+async fn a_session_without_workers_says_what_starting_it_adds() {
     let server = Server::start().await;
     server.create("demo", &[]).await;
     let view = server.ok(&["session", "get", "demo"]).await;
     assert!(
-        view.contains("no workers yet: the first start adds a terminal worker `shell`"),
+        view.contains("no workers: starting the session adds a terminal worker `shell`"),
         "{view}"
     );
     assert!(!view.lines().any(|l| l.starts_with("NAME ")), "{view}");
