@@ -11,15 +11,18 @@ use corral_migrations::{Migrator, MigratorTrait};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
+/// Whether the index `sessions_state` exists.
+async fn has_state_index(manager: &SchemaManager<'_>) -> bool {
+    manager
+        .has_index("sessions", "sessions_state")
+        .await
+        .unwrap()
+}
+
 async fn check(db: &DatabaseConnection) {
     Migrator::up(db, None).await.unwrap();
     let manager = SchemaManager::new(db);
-    assert!(
-        !manager
-            .has_index("sessions", "sessions_state")
-            .await
-            .unwrap()
-    );
+    assert!(!has_state_index(&manager).await);
     for kept in ["sessions_state_stop_time", "sessions_state_purge_time"] {
         assert!(manager.has_index("sessions", kept).await.unwrap(), "{kept}");
     }
@@ -51,19 +54,9 @@ async fn check(db: &DatabaseConnection) {
         .expect("the migration is listed");
     let steps = (all.len() - position) as u32;
     Migrator::down(db, Some(steps)).await.unwrap();
-    assert!(
-        manager
-            .has_index("sessions", "sessions_state")
-            .await
-            .unwrap()
-    );
+    assert!(has_state_index(&manager).await);
     Migrator::up(db, None).await.unwrap();
-    assert!(
-        !manager
-            .has_index("sessions", "sessions_state")
-            .await
-            .unwrap()
-    );
+    assert!(!has_state_index(&manager).await);
 }
 
 #[tokio::test]
