@@ -12,6 +12,7 @@ mod api;
 mod baseline;
 mod echo;
 mod lifecycle;
+mod machine;
 mod reattach;
 mod report;
 mod scale;
@@ -277,7 +278,7 @@ async fn run(cli: Cli) -> Result<Report> {
     };
     let mut report = Report {
         date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        machine: machine(),
+        machine: machine::describe(),
         smoke: cli.smoke,
         corrald: corrald.display().to_string(),
         tmux: tmux_note,
@@ -371,27 +372,6 @@ fn default_json_path(smoke: bool) -> Result<PathBuf> {
     } else {
         "results.json"
     }))
-}
-
-/// CPUs, CPU model, kernel and load, from `/proc`.
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    format!(
-        "{cpus} vCPU {model}, Linux {}, load {}",
-        kernel.trim(),
-        load.join(" ")
-    )
 }
 
 /// Runs blocking baseline code on this worker thread (the runtime moves other
