@@ -12,8 +12,10 @@ const HALTPOLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
 /// CPUs, CPU model (name, family and model number), kernel, how idle CPUs wait,
 /// and the load average at the start, from `/proc` and `/sys`; e.g. `2 vCPU
 /// Intel(R) Xeon(R) Processor (family 6 model 207), Linux 6.18.44, cpuidle
-/// haltpoll (guest_halt_poll_ns 0), load 0.18 1.29 1.49`. What cannot be read is
-/// left out.
+/// haltpoll (guest_halt_poll_ns 0), load 0.18 1.29 1.49`. A CPU model or kernel
+/// that cannot be read is left out, and a load average that cannot be read is
+/// `unknown`; without `/sys/devices/system/cpu/cpuidle` it says `no cpuidle
+/// driver`.
 pub fn describe() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let cpu = CpuInfo::current().ok();
