@@ -13,18 +13,15 @@ const HALTPOLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
 /// and the load average at the start, from `/proc` and `/sys`; e.g. `2 vCPU
 /// Intel(R) Xeon(R) Processor (family 6 model 207), Linux 6.18.44, cpuidle
 /// haltpoll (guest_halt_poll_ns 0), load 0.18 1.29 1.49`. A CPU model or kernel
-/// that cannot be read is left out, and a load average that cannot be read is
-/// `unknown`; without `/sys/devices/system/cpu/cpuidle` it says `no cpuidle
-/// driver`.
+/// that cannot be read is left out, with its separator, and a load average that
+/// cannot be read is `unknown`; without `/sys/devices/system/cpu/cpuidle` it says
+/// `no cpuidle driver`.
 pub fn describe() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let cpu = CpuInfo::current().ok();
     let field = |name: &str| cpu.as_ref().and_then(|c| c.get_field(0, name));
-    let mut model = field("model name").unwrap_or_default().to_owned();
-    if let (Some(family), Some(number)) = (field("cpu family"), field("model")) {
-        model.push_str(&format!(" (family {family} model {number})"));
-    }
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let family_model = field("cpu family").zip(field("model"));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok();
     let idle = cpuidle(
         std::fs::read_to_string(CPUIDLE_DRIVER).ok().as_deref(),
         std::fs::read_to_string(HALTPOLL_NS).ok().as_deref(),
@@ -33,10 +30,47 @@ pub fn describe() -> String {
         |_| "unknown".to_owned(),
         |l| format!("{:.2} {:.2} {:.2}", l.one, l.five, l.fifteen),
     );
-    format!(
-        "{cpus} vCPU {model}, Linux {}, {idle}, load {load}",
-        kernel.trim()
+    label(
+        cpus,
+        field("model name"),
+        family_model,
+        kernel.as_deref(),
+        &idle,
+        &load,
     )
+}
+
+/// The label from its parts: `{cpus} vCPU {name} (family {f} model {m}), Linux
+/// {kernel}, {idle}, load {load}`. A name or kernel that is missing or blank is
+/// left out with its separator, and so is the family and model pair when either
+/// is missing.
+fn label(
+    cpus: usize,
+    name: Option<&str>,
+    family_model: Option<(&str, &str)>,
+    kernel: Option<&str>,
+    idle: &str,
+    load: &str,
+) -> String {
+    let mut cpu = format!("{cpus} vCPU");
+    if let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) {
+        cpu.push(' ');
+        cpu.push_str(name);
+    }
+    if let Some((family, model)) = family_model {
+        cpu.push_str(&format!(
+            " (family {} model {})",
+            family.trim(),
+            model.trim()
+        ));
+    }
+    let mut parts = vec![cpu];
+    if let Some(kernel) = kernel.map(str::trim).filter(|k| !k.is_empty()) {
+        parts.push(format!("Linux {kernel}"));
+    }
+    parts.push(idle.to_owned());
+    parts.push(format!("load {load}"));
+    parts.join(", ")
 }
 
 /// How idle CPUs wait, from the contents of [`CPUIDLE_DRIVER`] and
@@ -78,10 +112,35 @@ mod tests {
     }
 
     #[test]
+    fn leaves_out_what_cannot_be_read() {
+        let idle = "cpuidle haltpoll (guest_halt_poll_ns 0)";
+        assert_eq!(
+            label(
+                2,
+                Some("AMD EPYC"),
+                Some(("25", "17")),
+                Some("6.18.44\n"),
+                idle,
+                "0.72 1.33 0.80"
+            ),
+            "2 vCPU AMD EPYC (family 25 model 17), Linux 6.18.44, \
+             cpuidle haltpoll (guest_halt_poll_ns 0), load 0.72 1.33 0.80"
+        );
+        assert_eq!(
+            label(2, None, Some(("25", "17")), Some(""), idle, "unknown"),
+            "2 vCPU (family 25 model 17), cpuidle haltpoll (guest_halt_poll_ns 0), load unknown"
+        );
+        assert_eq!(
+            label(1, Some("  "), None, None, "no cpuidle driver", "unknown"),
+            "1 vCPU, no cpuidle driver, load unknown"
+        );
+    }
+
+    #[test]
     fn describes_this_machine() {
         let line = describe();
         let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-        assert!(line.starts_with(&format!("{cpus} vCPU ")), "{line}");
+        assert!(line.starts_with(&format!("{cpus} vCPU")), "{line}");
         assert!(line.contains(", Linux "), "{line}");
         assert!(line.contains("cpuidle"), "{line}");
         assert!(line.contains(", load "), "{line}");
