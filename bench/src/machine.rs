@@ -42,8 +42,8 @@ pub fn describe() -> String {
 
 /// The label from its parts: `{cpus} vCPU {name} (family {f} model {m}), Linux
 /// {kernel}, {idle}, load {load}`. A name or kernel that is missing or blank is
-/// left out with its separator, and so is the family and model pair when either
-/// is missing.
+/// left out with its separator, and so is the family and model pair when it is
+/// not given.
 fn label(
     cpus: usize,
     name: Option<&str>,
@@ -53,7 +53,7 @@ fn label(
     load: &str,
 ) -> String {
     let mut cpu = format!("{cpus} vCPU");
-    if let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) {
+    if let Some(name) = nonblank(name) {
         cpu.push(' ');
         cpu.push_str(name);
     }
@@ -65,7 +65,7 @@ fn label(
         ));
     }
     let mut parts = vec![cpu];
-    if let Some(kernel) = kernel.map(str::trim).filter(|k| !k.is_empty()) {
+    if let Some(kernel) = nonblank(kernel) {
         parts.push(format!("Linux {kernel}"));
     }
     parts.push(idle.to_owned());
@@ -79,16 +79,20 @@ fn label(
 /// every wake-up of a halted vCPU goes through the host: keystroke echo there
 /// moves with it more than with anything Corral does (BENCHMARKS.md).
 fn cpuidle(driver: Option<&str>, halt_poll_ns: Option<&str>) -> String {
-    let driver = driver
-        .map(str::trim)
-        .filter(|d| !d.is_empty() && *d != "none");
-    match (driver, halt_poll_ns.map(str::trim)) {
+    let driver = nonblank(driver).filter(|d| *d != "none");
+    match (driver, nonblank(halt_poll_ns)) {
         (None, _) => "no cpuidle driver".into(),
-        (Some("haltpoll"), Some(ns)) if !ns.is_empty() => {
+        (Some("haltpoll"), Some(ns)) => {
             format!("cpuidle haltpoll (guest_halt_poll_ns {ns})")
         }
         (Some(driver), _) => format!("cpuidle {driver}"),
     }
+}
+
+/// `text` without surrounding whitespace, or `None` when that leaves nothing (a
+/// sysfs or procfs file ends with a newline; an unset field reads as blank).
+fn nonblank(text: Option<&str>) -> Option<&str> {
+    text.map(str::trim).filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
