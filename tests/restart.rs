@@ -525,3 +525,84 @@ async fn processes_left_by_a_crash_during_stop_are_reaped_and_the_session_stays_
     assert_eq!(session.workers[0].pid, 0);
     server.stop().await;
 }
+
+/// The ids in `servers`, oldest first.
+async fn server_ids(url: &str) -> Vec<String> {
+    let db = Database::connect(url).await.unwrap();
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id FROM servers ORDER BY start_time, id",
+        ))
+        .await
+        .unwrap();
+    db.close().await.ok();
+    rows.iter()
+        .map(|row| row.try_get::<String>("", "id").unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_forgets_servers_that_are_gone_unless_something_still_names_them() {
+    // The first server runs a session to its stop: the session names it.
+    let server = TestServer::start().await;
+    server.create_session("named").await;
+    server.start_session("named").await;
+    act(&server, "named", pb::session::Action::Stop).await;
+    let (dir, db) = server.shut_down().await;
+    // The second runs nothing.
+    let server = TestServer::start_in(dir, db, |_| {}, None).await;
+    let (dir, db) = server.shut_down().await;
+    let ids = server_ids(&db.url).await;
+    let [named, unnamed] = ids.as_slice() else {
+        panic!("one row per start: {ids:?}");
+    };
+    // Beside them: a live server of this machine (this test's own process), one
+    // on another machine, and one of this machine's previous boot.
+    let me = procs::stat(std::process::id() as i32).unwrap();
+    let copy = |id: &str, changes: &str| {
+        format!(
+            "INSERT INTO servers (id, machine_id, boot_id, pid, process_start_ticks, hostname, \
+             start_time, stop_time) SELECT '{id}', {changes}, hostname, start_time, NULL \
+             FROM servers WHERE id = '{named}'"
+        )
+    };
+    execute(
+        &db.url,
+        &copy(
+            "alive",
+            &format!("machine_id, boot_id, {}, {}", me.pid, me.start_ticks),
+        ),
+    )
+    .await;
+    execute(
+        &db.url,
+        &copy("elsewhere", "'another-machine', boot_id, 1, 1"),
+    )
+    .await;
+    execute(
+        &db.url,
+        &copy("rebooted", "machine_id, 'another-boot', 1, 1"),
+    )
+    .await;
+
+    let server = TestServer::start_in(dir, db, |_| {}, None).await;
+    let mut left = server_ids(&server.db.url).await;
+    left.sort();
+    let mut third = left.clone();
+    third.retain(|id| ![named.as_str(), "alive", "elsewhere"].contains(&id.as_str()));
+    assert_eq!(
+        third.len(),
+        1,
+        "{unnamed} and 'rebooted' are forgotten: {left:?}"
+    );
+    assert!(!third.contains(unnamed), "{left:?}");
+    assert!(!left.contains(&"rebooted".to_owned()), "{left:?}");
+    for kept in [named.as_str(), "alive", "elsewhere"] {
+        assert!(left.contains(&kept.to_owned()), "{kept} stays: {left:?}");
+    }
+    // The session that names the first server is still resumable.
+    act(&server, "named", pb::session::Action::Resume).await;
+    assert_eq!(server.get_session("named").await.state(), State::Active);
+    server.stop().await;
+}

@@ -26,6 +26,9 @@
 //!    marker where the previous run ended; PAUSED sessions are started and
 //!    suspended again. `--restart-policy stop` leaves them STOPPED (resumable).
 //!    The reason is written to the session (`state_reason`) and its event.
+//! 5. **Forget.** Rows of this machine's servers that are gone are deleted once
+//!    no session names them and no process tagged with them outlived step 3, so
+//!    that `servers` does not grow by a row per start forever.
 //!
 //! Every step is idempotent and each write is a legal transition of the state
 //! table, so a server killed during reconciliation leaves rows that the next
@@ -47,6 +50,10 @@ use crate::error::Result;
 use crate::store::entities::{server, worker};
 use crate::store::{SessionRow, Write};
 use crate::supervisor::process;
+
+/// Most `servers` rows deleted by one statement (SQLite allows 32 766 bound
+/// parameters).
+const FORGET_BATCH: usize = 500;
 
 /// Whether the server that owns a session is alive, as far as this machine can
 /// tell.
@@ -109,36 +116,44 @@ impl Owners<'_> {
             None => Owner::Gone {
                 why: "the server that ran it is not recorded".into(),
             },
-            Some(other) if other.machine_id != self.me.machine_id => Owner::Elsewhere {
-                hostname: other.hostname,
-            },
-            Some(other) => {
-                let same_boot = other.boot_id == self.me.boot_id;
-                let alive = same_boot
-                    && other.stop_time.is_none()
-                    && u64::try_from(other.process_start_ticks)
-                        .is_ok_and(|ticks| process::is_same_process(other.pid, ticks));
-                if alive {
-                    Owner::Alive
-                } else if let Some(stop) = other.stop_time {
-                    Owner::Gone {
-                        why: format!("the server shut down at {}", format_time(stop)),
-                    }
-                } else if !same_boot {
-                    Owner::Gone {
-                        why: "the machine rebooted".into(),
-                    }
-                } else {
-                    Owner::Gone {
-                        why: "the server process ended unexpectedly (killed or crashed), so \
-                              the output of its last moments may be missing from the scrollback"
-                            .into(),
-                    }
-                }
-            }
+            Some(other) => judge(&self.me, other),
         };
         self.known.insert(id.to_owned(), owner.clone());
         Ok(owner)
+    }
+}
+
+/// Whether `other`, a server recorded in `servers`, is alive as far as `me`
+/// can tell: on another machine it is not ours to judge; on this one it is
+/// alive when it is of this boot, recorded no clean stop, and its pid is still
+/// the process that started at the recorded time.
+fn judge(me: &server::Model, other: server::Model) -> Owner {
+    if other.machine_id != me.machine_id {
+        return Owner::Elsewhere {
+            hostname: other.hostname,
+        };
+    }
+    let same_boot = other.boot_id == me.boot_id;
+    let alive = same_boot
+        && other.stop_time.is_none()
+        && u64::try_from(other.process_start_ticks)
+            .is_ok_and(|ticks| process::is_same_process(other.pid, ticks));
+    if alive {
+        Owner::Alive
+    } else if let Some(stop) = other.stop_time {
+        Owner::Gone {
+            why: format!("the server shut down at {}", format_time(stop)),
+        }
+    } else if !same_boot {
+        Owner::Gone {
+            why: "the machine rebooted".into(),
+        }
+    } else {
+        Owner::Gone {
+            why: "the server process ended unexpectedly (killed or crashed), so \
+                  the output of its last moments may be missing from the scrollback"
+                .into(),
+        }
     }
 }
 
@@ -211,6 +226,8 @@ impl Manager {
         let tagged = tokio::task::spawn_blocking(process::tagged_processes)
             .await
             .unwrap_or_default();
+        // Servers with a tagged process that outlived the sweep.
+        let mut survivors = BTreeSet::new();
         for found in tagged {
             if found.server_id == self.server_id
                 || self.store.find_server(&found.server_id).await?.is_none()
@@ -228,6 +245,10 @@ impl Manager {
             if killed {
                 reaped += 1;
                 tracing::info!(pid, session_id = %found.session_id, "reaped a leftover process found by its environment");
+            } else if process::is_same_process(pid, ticks) {
+                // Not signalled and still there: the next start must still know
+                // its server to try again.
+                survivors.insert(found.server_id);
             }
         }
 
@@ -238,13 +259,53 @@ impl Manager {
                 tracing::error!(%err, "resuming a session after a restart");
             }
         }
+        let forgotten = match self.forget_gone_servers(&owners.me, &survivors).await {
+            Ok(n) => n,
+            Err(err) => {
+                tracing::error!(%err, "forgetting servers that are gone");
+                0
+            }
+        };
         tracing::info!(
             sessions = count,
             processes_reaped = reaped,
+            servers_forgotten = forgotten,
             policy = policy.as_str(),
             "reconciled with the previous run"
         );
         Ok(())
+    }
+
+    /// Deletes the `servers` rows of this machine's servers that are gone (see
+    /// [`judge`]), once nothing needs them: no session names them (its
+    /// reconciliation judges its owner by the row, and says how it ended), and
+    /// no process tagged with them outlived this start's sweep (`survivors`),
+    /// which a later start finds only while the row exists. Without this the
+    /// table grows by one row per server start. Rows of other machines and of
+    /// live servers stay. Returns how many rows went.
+    ///
+    /// Errors: the database's.
+    async fn forget_gone_servers(
+        &self,
+        me: &server::Model,
+        survivors: &BTreeSet<String>,
+    ) -> Result<u64> {
+        let gone: Vec<String> = self
+            .store
+            .servers_on_machine(&me.machine_id)
+            .await?
+            .into_iter()
+            .filter(|other| other.id != me.id && !survivors.contains(&other.id))
+            .filter_map(|other| {
+                let id = other.id.clone();
+                matches!(judge(me, other), Owner::Gone { .. }).then_some(id)
+            })
+            .collect();
+        let mut forgotten = 0;
+        for ids in gone.chunks(FORGET_BATCH) {
+            forgotten += self.store.forget_unnamed_servers(ids).await?;
+        }
+        Ok(forgotten)
     }
 
     /// Claims a running session if no live server owns it: writes its next state

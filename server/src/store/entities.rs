@@ -181,7 +181,9 @@ pub mod scrollback_chunk {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// `servers`: one row per start of a server process.
+/// `servers`: one row per start of a server process, kept while the server is
+/// alive, runs on another machine, or is named by a session (start-up
+/// reconciliation deletes the others).
 pub mod server {
     use sea_orm::entity::prelude::*;
 

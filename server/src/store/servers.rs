@@ -2,12 +2,13 @@
 //! start-up reconciliation can tell a live server's sessions from orphans.
 
 use sea_orm::QueryTrait;
+use sea_orm::sea_query::Query;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
 };
 
 use super::Store;
-use super::entities::{server, worker};
+use super::entities::{server, session, worker};
 use crate::clock::Micros;
 use crate::error::Result;
 
@@ -35,6 +36,37 @@ impl Store {
     /// A server by id.
     pub async fn find_server(&self, id: &str) -> Result<Option<server::Model>> {
         Ok(server::Entity::find_by_id(id).one(&self.db).await?)
+    }
+
+    /// Every server recorded on machine `machine_id` (`/etc/machine-id`).
+    ///
+    /// Errors: the database's.
+    pub async fn servers_on_machine(&self, machine_id: &str) -> Result<Vec<server::Model>> {
+        Ok(server::Entity::find()
+            .filter(server::Column::MachineId.eq(machine_id))
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Deletes the servers `ids` that no session names (`sessions.server_id`),
+    /// in one statement, so that a session written meanwhile keeps its server.
+    /// Returns how many rows went.
+    ///
+    /// Errors: the database's.
+    pub async fn forget_unnamed_servers(&self, ids: &[String]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let named = Query::select()
+            .column(session::Column::ServerId)
+            .from(session::Entity)
+            .and_where(session::Column::ServerId.is_not_null())
+            .to_owned();
+        let delete = server::Entity::delete_many()
+            .filter(server::Column::Id.is_in(ids.iter().cloned()))
+            .filter(server::Column::Id.not_in_subquery(named))
+            .build(self.backend());
+        Ok(self.execute_write(delete).await?.rows_affected())
     }
 
     /// Every worker whose row still names a process (`pid` set), oldest first:
