@@ -86,6 +86,16 @@ async fn start_attached(server: &TestServer, name: &str) -> (String, Client) {
     (worker_id, client)
 }
 
+/// Runs session `name` (one shell worker) on a new server from its start to its
+/// stop, then shuts the server down; returns its directory and database.
+async fn stopped_then_shut_down(name: &str) -> (tempfile::TempDir, common::TestDb) {
+    let server = TestServer::start().await;
+    server.create_session(name).await;
+    server.start_session(name).await;
+    act(&server, name, pb::session::Action::Stop).await;
+    server.shut_down().await
+}
+
 /// Runs `sql` on the test database.
 async fn execute(url: &str, sql: &str) {
     let db = Database::connect(url).await.unwrap();
@@ -486,11 +496,7 @@ async fn output_pending_when_a_run_ends_is_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_left_by_a_crash_during_stop_are_reaped_and_the_session_stays_stopped() {
-    let server = TestServer::start().await;
-    server.create_session("halting").await;
-    server.start_session("halting").await;
-    act(&server, "halting", pb::session::Action::Stop).await;
-    let (dir, db) = server.shut_down().await;
+    let (dir, db) = stopped_then_shut_down("halting").await;
 
     // What a kill -9 during StopSession's grace period leaves: the session is
     // STOPPED, the worker row still names a live process.
@@ -545,11 +551,7 @@ async fn server_ids(url: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_forgets_servers_that_are_gone_unless_something_still_names_them() {
     // The first server runs a session to its stop: the session names it.
-    let server = TestServer::start().await;
-    server.create_session("named").await;
-    server.start_session("named").await;
-    act(&server, "named", pb::session::Action::Stop).await;
-    let (dir, db) = server.shut_down().await;
+    let (dir, db) = stopped_then_shut_down("named").await;
     // The second runs nothing.
     let server = TestServer::start_in(dir, db, |_| {}, None).await;
     let (dir, db) = server.shut_down().await;
