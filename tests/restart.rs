@@ -48,12 +48,9 @@ async fn act(server: &TestServer, name: &str, action: pb::session::Action) -> pb
     response.expect("lifecycle action").into_inner()
 }
 
-/// The bytes stored for worker `worker_id`, oldest first.
-async fn stored_scrollback(url: &str, worker_id: &str) -> Vec<u8> {
+/// The rows `sql` selects from the test database.
+async fn select(url: &str, sql: &str) -> Vec<sea_orm::QueryResult> {
     let db = Database::connect(url).await.unwrap();
-    let sql = format!(
-        "SELECT data FROM scrollback_chunks WHERE worker_id = '{worker_id}' ORDER BY start_offset"
-    );
     let rows = db
         .query_all_raw(sea_orm::Statement::from_string(
             db.get_database_backend(),
@@ -62,7 +59,17 @@ async fn stored_scrollback(url: &str, worker_id: &str) -> Vec<u8> {
         .await
         .unwrap();
     db.close().await.ok();
-    rows.iter()
+    rows
+}
+
+/// The bytes stored for worker `worker_id`, oldest first.
+async fn stored_scrollback(url: &str, worker_id: &str) -> Vec<u8> {
+    let sql = format!(
+        "SELECT data FROM scrollback_chunks WHERE worker_id = '{worker_id}' ORDER BY start_offset"
+    );
+    select(url, &sql)
+        .await
+        .iter()
         .flat_map(|row| row.try_get::<Vec<u8>>("", "data").unwrap())
         .collect()
 }
@@ -534,16 +541,9 @@ async fn processes_left_by_a_crash_during_stop_are_reaped_and_the_session_stays_
 
 /// The ids in `servers`, oldest first.
 async fn server_ids(url: &str) -> Vec<String> {
-    let db = Database::connect(url).await.unwrap();
-    let rows = db
-        .query_all_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            "SELECT id FROM servers ORDER BY start_time, id",
-        ))
+    select(url, "SELECT id FROM servers ORDER BY start_time, id")
         .await
-        .unwrap();
-    db.close().await.ok();
-    rows.iter()
+        .iter()
         .map(|row| row.try_get::<String>("", "id").unwrap())
         .collect()
 }
@@ -589,8 +589,7 @@ async fn a_start_forgets_servers_that_are_gone_unless_something_still_names_them
     .await;
 
     let server = TestServer::start_in(dir, db, |_| {}, None).await;
-    let mut left = server_ids(&server.db.url).await;
-    left.sort();
+    let left = server_ids(&server.db.url).await;
     let mut third = left.clone();
     third.retain(|id| ![named.as_str(), "alive", "elsewhere"].contains(&id.as_str()));
     assert_eq!(

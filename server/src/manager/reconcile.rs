@@ -51,10 +51,6 @@ use crate::store::entities::{server, worker};
 use crate::store::{SessionRow, Write};
 use crate::supervisor::process;
 
-/// Most `servers` rows deleted by one statement (SQLite allows 32 766 bound
-/// parameters).
-const FORGET_BATCH: usize = 500;
-
 /// Whether the server that owns a session is alive, as far as this machine can
 /// tell.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,13 +235,17 @@ impl Manager {
                 continue;
             }
             let (pid, ticks) = (found.pid, found.start_ticks);
-            let killed = tokio::task::spawn_blocking(move || process::kill_verified(pid, ticks))
-                .await
-                .unwrap_or(false);
+            // Whether it was signalled, and if not, whether it is still there.
+            let (killed, left) = tokio::task::spawn_blocking(move || {
+                let killed = process::kill_verified(pid, ticks);
+                (killed, !killed && process::is_same_process(pid, ticks))
+            })
+            .await
+            .unwrap_or((false, true));
             if killed {
                 reaped += 1;
                 tracing::info!(pid, session_id = %found.session_id, "reaped a leftover process found by its environment");
-            } else if process::is_same_process(pid, ticks) {
+            } else if left {
                 // Not signalled and still there: the next start must still know
                 // its server to try again.
                 survivors.insert(found.server_id);
@@ -301,11 +301,7 @@ impl Manager {
                 matches!(judge(me, other), Owner::Gone { .. }).then_some(id)
             })
             .collect();
-        let mut forgotten = 0;
-        for ids in gone.chunks(FORGET_BATCH) {
-            forgotten += self.store.forget_unnamed_servers(ids).await?;
-        }
-        Ok(forgotten)
+        self.store.forget_unnamed_servers(&gone).await
     }
 
     /// Claims a running session if no live server owns it: writes its next state

@@ -12,6 +12,10 @@ use super::entities::{server, session, worker};
 use crate::clock::Micros;
 use crate::error::Result;
 
+/// Most `servers` rows [`Store::forget_unnamed_servers`] deletes in one
+/// statement, one bound parameter each (SQLite allows 32 766).
+const FORGET_BATCH: usize = 500;
+
 impl Store {
     /// Records the start of a server process.
     pub async fn register_server(&self, model: &server::Model) -> Result<()> {
@@ -49,24 +53,26 @@ impl Store {
     }
 
     /// Deletes the servers `ids` that no session names (`sessions.server_id`),
-    /// in one statement, so that a session written meanwhile keeps its server.
-    /// Returns how many rows went.
+    /// each statement checking that itself, so that a session written meanwhile
+    /// keeps its server; [`FORGET_BATCH`] ids per statement. Returns how many
+    /// rows went.
     ///
     /// Errors: the database's.
     pub async fn forget_unnamed_servers(&self, ids: &[String]) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
+        let mut forgotten = 0;
+        for batch in ids.chunks(FORGET_BATCH) {
+            let named = Query::select()
+                .column(session::Column::ServerId)
+                .from(session::Entity)
+                .and_where(session::Column::ServerId.is_not_null())
+                .to_owned();
+            let delete = server::Entity::delete_many()
+                .filter(server::Column::Id.is_in(batch.iter().cloned()))
+                .filter(server::Column::Id.not_in_subquery(named))
+                .build(self.backend());
+            forgotten += self.execute_write(delete).await?.rows_affected();
         }
-        let named = Query::select()
-            .column(session::Column::ServerId)
-            .from(session::Entity)
-            .and_where(session::Column::ServerId.is_not_null())
-            .to_owned();
-        let delete = server::Entity::delete_many()
-            .filter(server::Column::Id.is_in(ids.iter().cloned()))
-            .filter(server::Column::Id.not_in_subquery(named))
-            .build(self.backend());
-        Ok(self.execute_write(delete).await?.rows_affected())
+        Ok(forgotten)
     }
 
     /// Every worker whose row still names a process (`pid` set), oldest first:
