@@ -365,12 +365,14 @@ async fn reconciliation_signals_only_processes_whose_pid_start_time_and_boot_mat
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_process_that_left_its_worker_is_reaped_at_the_next_start() {
-    let server = TestServer::start().await;
-    let session = server.create_session("escape").await;
-    server.start_session("escape").await;
-    let mut client = server.attach("sessions/escape", None, None).await;
+/// Creates and starts session `name` (one shell worker), whose shell starts a
+/// daemon: a `sleep` in a PTY session of its own, out of the worker's process
+/// tree, with the worker's environment (and so its tags). Returns the session
+/// and the daemon.
+async fn start_with_a_daemon(server: &TestServer, name: &str) -> (pb::Session, procs::Stat) {
+    let session = server.create_session(name).await;
+    server.start_session(name).await;
+    let mut client = server.attach(&format!("sessions/{name}"), None, None).await;
     // A daemon: its own session, out of the PTY's process tree.
     client
         .input(b"setsid -f sleep 1000; echo escaped-$((7*6))\n")
@@ -395,9 +397,58 @@ async fn a_process_that_left_its_worker_is_reaped_at_the_next_start() {
     .await;
     let escaped = sleeping();
     assert_eq!(escaped.len(), 1, "{escaped:?}");
-    let escaped = escaped[0];
+    (session, escaped[0])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_left_its_worker_is_reaped_at_the_next_start() {
+    let server = TestServer::start().await;
+    let (_, escaped) = start_with_a_daemon(&server, "escape").await;
 
     let (dir, db) = server.shut_down().await;
+    assert!(
+        procs::same_process(escaped.pid, escaped.start_ticks),
+        "stopping the worker's PTY session does not reach it"
+    );
+    let server = TestServer::start_in(dir, db, |_| {}, None).await;
+    eventually("the escaped process is reaped", || async move {
+        !procs::same_process(escaped.pid, escaped.start_ticks)
+    })
+    .await;
+    server.stop().await;
+}
+
+/// A daemon outlives its session's stop, delete and purge; the next start
+/// still finds it by the tag of the server that spawned it, and reaps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_left_a_purged_session_is_reaped_at_the_next_start() {
+    use corral_server::clock::{Clock, SystemClock};
+    let server =
+        TestServer::start_with(|config| config.tombstone_retention = Duration::ZERO, None).await;
+    let (session, escaped) = start_with_a_daemon(&server, "purged").await;
+    act(&server, "purged", pb::session::Action::Stop).await;
+    server
+        .sessions
+        .clone()
+        .delete_session(pb::DeleteSessionRequest {
+            name: "sessions/purged".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let manager = server.server.as_ref().unwrap().manager().clone();
+    let purged = manager
+        .purge_tombstones(SystemClock.now(), 10)
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+
+    let (dir, db) = server.shut_down().await;
+    let sql = format!("SELECT id FROM sessions WHERE id = '{}'", session.id);
+    assert!(
+        select(&db.url, &sql).await.is_empty(),
+        "the session is purged"
+    );
     assert!(
         procs::same_process(escaped.pid, escaped.start_ticks),
         "stopping the worker's PTY session does not reach it"

@@ -18,7 +18,8 @@
 //!    killed with the whole process tree of their PTY session; processes that
 //!    left the tree (or were spawned just before a crash and never recorded) are
 //!    found by the `CORRAL_SESSION_ID`/`CORRAL_SERVER_ID` of their environment,
-//!    for servers of this database that are known to be gone. Every signal goes
+//!    for servers of this database that are known to be gone, whether or not
+//!    their session is still recorded. Every signal goes
 //!    through a pidfd after checking the process's start time, so an unrelated
 //!    process that reused a pid is never signalled.
 //! 4. **Policy.** `--restart-policy resume` (the default) starts the workers
@@ -217,8 +218,10 @@ impl Manager {
             }
         }
 
-        // Reap what escaped the recorded trees: processes tagged with a session of
-        // this database and a server of this database that is gone.
+        // Reap what escaped the recorded trees: processes tagged with a server of
+        // this database that is gone. Their session need not be recorded any more:
+        // the daemon of a session that was stopped, deleted and purged is as much
+        // an orphan, and nothing else would ever reap it.
         let tagged = tokio::task::spawn_blocking(process::tagged_processes)
             .await
             .unwrap_or_default();
@@ -227,7 +230,6 @@ impl Manager {
         for found in tagged {
             if found.server_id == self.server_id
                 || self.store.find_server(&found.server_id).await?.is_none()
-                || self.store.get_session(&found.session_id).await?.is_none()
             {
                 continue;
             }
