@@ -19,9 +19,9 @@
 //!    left the tree (or were spawned just before a crash and never recorded) are
 //!    found by the `CORRAL_SESSION_ID`/`CORRAL_SERVER_ID` of their environment,
 //!    for servers of this database that are known to be gone, whether or not
-//!    their session is still recorded. Every signal goes
-//!    through a pidfd after checking the process's start time, so an unrelated
-//!    process that reused a pid is never signalled.
+//!    their session is still recorded. Every signal goes through a pidfd after
+//!    checking the process's start time, so an unrelated process that reused a
+//!    pid is never signalled.
 //! 4. **Policy.** `--restart-policy resume` (the default) starts the workers
 //!    again in the same directory, with their scrollback restored and a visible
 //!    marker where the previous run ended; PAUSED sessions are started and
