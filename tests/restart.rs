@@ -43,6 +43,14 @@ async fn act(server: &TestServer, name: &str, action: pb::session::Action) -> pb
                 })
                 .await
         }
+        A::Delete => {
+            sessions
+                .delete_session(pb::DeleteSessionRequest {
+                    name,
+                    ..Default::default()
+                })
+                .await
+        }
         other => panic!("no helper for {other:?}"),
     };
     response.expect("lifecycle action").into_inner()
@@ -435,15 +443,7 @@ async fn a_process_that_left_a_purged_session_is_reaped_at_the_next_start() {
         TestServer::start_with(|config| config.tombstone_retention = Duration::ZERO, None).await;
     let (session, escaped) = start_with_a_daemon(&server, "purged").await;
     act(&server, "purged", pb::session::Action::Stop).await;
-    server
-        .sessions
-        .clone()
-        .delete_session(pb::DeleteSessionRequest {
-            name: "sessions/purged".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    act(&server, "purged", pb::session::Action::Delete).await;
     let manager = server.server.as_ref().unwrap().manager().clone();
     let purged = manager
         .purge_tombstones(SystemClock.now(), 10)

@@ -93,28 +93,39 @@ fn format_time(micros: Micros) -> String {
 struct Owners<'a> {
     manager: &'a Manager,
     me: server::Model,
-    known: HashMap<String, Owner>,
+    known: HashMap<String, Option<Owner>>,
 }
 
 impl Owners<'_> {
+    /// The owner of a session whose row names `server_id`. A server that is
+    /// not recorded is gone: its session is an orphan.
     async fn of(&mut self, server_id: Option<&str>) -> Result<Owner> {
         let Some(id) = server_id else {
             return Ok(Owner::Gone {
                 why: "no server is recorded as running it".into(),
             });
         };
+        Ok(self.recorded(id).await?.unwrap_or_else(|| Owner::Gone {
+            why: "the server that ran it is not recorded".into(),
+        }))
+    }
+
+    /// The owner judged from server `id`'s row in `servers`, or `None` when
+    /// there is no such row (a server of another database). Looked up once
+    /// per id.
+    async fn recorded(&mut self, id: &str) -> Result<Option<Owner>> {
         if id == self.me.id {
-            return Ok(Owner::Me);
+            return Ok(Some(Owner::Me));
         }
         if let Some(owner) = self.known.get(id) {
             return Ok(owner.clone());
         }
-        let owner = match self.manager.store.find_server(id).await? {
-            None => Owner::Gone {
-                why: "the server that ran it is not recorded".into(),
-            },
-            Some(other) => judge(&self.me, other),
-        };
+        let owner = self
+            .manager
+            .store
+            .find_server(id)
+            .await?
+            .map(|other| judge(&self.me, other));
         self.known.insert(id.to_owned(), owner.clone());
         Ok(owner)
     }
@@ -228,12 +239,11 @@ impl Manager {
         // Servers with a tagged process that outlived the sweep.
         let mut survivors = BTreeSet::new();
         for found in tagged {
-            if found.server_id == self.server_id
-                || self.store.find_server(&found.server_id).await?.is_none()
-            {
-                continue;
-            }
-            if !matches!(owners.of(Some(&found.server_id)).await?, Owner::Gone { .. }) {
+            // Only servers recorded here: an unrecorded one is another database's.
+            if !matches!(
+                owners.recorded(&found.server_id).await?,
+                Some(Owner::Gone { .. })
+            ) {
                 continue;
             }
             let (pid, ticks) = (found.pid, found.start_ticks);
