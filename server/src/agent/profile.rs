@@ -20,16 +20,19 @@
 //! ```
 //!
 //! Templates in arguments and paths: `{session_id}` (the agent's conversation id),
-//! `{model}`, `{home}` (the worker's `HOME`), `{cwd}` (the session's directory),
-//! `{cwd_slug}` (the directory as Claude Code names its project folder: every
-//! character that is not an ASCII letter or digit replaced by `-`) and
-//! `{env:NAME}` (variable `NAME` of the agent's environment).
+//! `{session_id8}` (its first 8 characters, by which Gemini CLI names its chat
+//! files; the whole id is then read from the file's first line), `{model}`,
+//! `{home}` (the worker's `HOME`), `{cwd}` (the session's directory), `{cwd_slug}`
+//! (the directory as Claude Code names its project folder: every character that is
+//! not an ASCII letter or digit replaced by `-`) and `{env:NAME}` (variable `NAME`
+//! of the agent's environment).
 //!
 //! `transcript.dir` may be a list of templates: the first one whose `{env:NAME}`
 //! variables are all set (and not empty) is used, and the last may use none. The
 //! built-in `claude` profile looks in `{env:CLAUDE_CONFIG_DIR}/projects/{cwd_slug}`
 //! before `{home}/.claude/projects/{cwd_slug}`, as Claude Code itself does;
-//! `codex` in `{env:CODEX_HOME}/sessions` before `{home}/.codex/sessions`.
+//! `codex` in `{env:CODEX_HOME}/sessions` before `{home}/.codex/sessions`;
+//! `gemini` in `{env:GEMINI_CLI_HOME}/.gemini/tmp` before `{home}/.gemini/tmp`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -178,6 +181,9 @@ pub enum TranscriptFormat {
     ClaudeJsonl,
     /// Codex CLI's rollout JSONL (`~/.codex/sessions/YYYY/MM/DD/rollout-*-<id>.jsonl`).
     CodexJsonl,
+    /// Gemini CLI's chat JSONL
+    /// (`~/.gemini/tmp/<project>/chats/session-<YYYY-MM-DDTHH-MM>-<id8>.jsonl`).
+    GeminiJsonl,
 }
 
 impl TranscriptFormat {
@@ -186,6 +192,7 @@ impl TranscriptFormat {
         match self {
             TranscriptFormat::ClaudeJsonl => "claude-jsonl",
             TranscriptFormat::CodexJsonl => "codex-jsonl",
+            TranscriptFormat::GeminiJsonl => "gemini-jsonl",
         }
     }
 
@@ -193,6 +200,7 @@ impl TranscriptFormat {
         match name {
             "claude-jsonl" => Some(TranscriptFormat::ClaudeJsonl),
             "codex-jsonl" => Some(TranscriptFormat::CodexJsonl),
+            "gemini-jsonl" => Some(TranscriptFormat::GeminiJsonl),
             _ => None,
         }
     }
@@ -207,8 +215,8 @@ pub struct TranscriptSpec {
     /// `{home}/.claude/projects/{cwd_slug}`): the first whose `{env:NAME}`
     /// variables are all set is used; the last uses none. See [`Self::dir`].
     pub dirs: Vec<String>,
-    /// File name template with `{session_id}`; `*` matches anything
-    /// (`rollout-*-{session_id}.jsonl`).
+    /// File name template with `{session_id}` or `{session_id8}`; `*` matches
+    /// anything (`rollout-*-{session_id}.jsonl`, `session-*-{session_id8}.jsonl`).
     pub file: String,
     /// Look in subdirectories of `dir` too (Codex files by date).
     pub recursive: bool,
@@ -368,6 +376,7 @@ pub fn expand(template: &str, vars: &Vars<'_>) -> String {
         let placeholder = &from[..=end];
         match placeholder {
             "{session_id}" => out.push_str(vars.session_id),
+            "{session_id8}" => out.extend(vars.session_id.chars().take(8)),
             "{model}" => out.push_str(vars.model),
             "{home}" => out.push_str(vars.home),
             "{cwd}" => out.push_str(vars.cwd),
@@ -383,7 +392,14 @@ pub fn expand(template: &str, vars: &Vars<'_>) -> String {
     out
 }
 
-const PLACEHOLDERS: &[&str] = &["{session_id}", "{model}", "{home}", "{cwd}", "{cwd_slug}"];
+const PLACEHOLDERS: &[&str] = &[
+    "{session_id}",
+    "{session_id8}",
+    "{model}",
+    "{home}",
+    "{cwd}",
+    "{cwd_slug}",
+];
 
 /// Whether `name` is a valid environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
 fn is_env_name(name: &str) -> bool {
@@ -456,7 +472,7 @@ impl Profile {
             Some(t) => {
                 let format = TranscriptFormat::parse(&t.format).ok_or_else(|| {
                     at(&format!(
-                        "transcript.format {:?} is not claude-jsonl or codex-jsonl",
+                        "transcript.format {:?} is not claude-jsonl, codex-jsonl or gemini-jsonl",
                         t.format
                     ))
                 })?;
@@ -474,9 +490,10 @@ impl Profile {
                     Some(_) => {}
                 }
                 check_template(&at("transcript.file"), &t.file)?;
-                if !t.file.contains("{session_id}") || t.file.contains('/') {
+                let names_id = t.file.contains("{session_id}") || t.file.contains("{session_id8}");
+                if !names_id || t.file.contains('/') {
                     return Err(at(
-                        "transcript.file must be a file name containing {session_id}",
+                        "transcript.file must be a file name containing {session_id} or {session_id8}",
                     ));
                 }
                 Some(TranscriptSpec {

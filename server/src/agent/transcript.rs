@@ -1,5 +1,5 @@
-//! Reading agents' own transcripts: Claude Code's JSONL and Codex CLI's rollout
-//! JSONL, one JSON object per line.
+//! Reading agents' own transcripts: Claude Code's JSONL, Codex CLI's rollout JSONL
+//! and Gemini CLI's chat JSONL, one JSON object per line.
 //!
 //! Parsing is pure ([`TranscriptParser::parse_line`]) and forgiving: the formats
 //! grow with every release, so a line of an unknown `type`, an unknown field, a
@@ -20,6 +20,21 @@
 //! the id and cwd, `response_item` a `message` / `function_call` /
 //! `function_call_output`, and `event_msg` a `task_complete` at the end of a turn;
 //! older files have the items themselves on each line.
+//!
+//! Gemini CLI (after `chatRecordingService` of `@google/gemini-cli-core` 0.61): the
+//! first line is the session (`sessionId`, `projectHash` = hex SHA-256 of the
+//! project directory, `startTime`); then each message as a record `{id, timestamp,
+//! type, content, displayContent?}` of type `user`, `gemini` (with `model` and the
+//! completed `toolCalls`: `id`, `name`, `args`, `result`), `info`, `warning` or
+//! `error`. A message is appended again, whole, whenever it changes (its tool calls
+//! complete, its token counts arrive), so keys name the message and the part
+//! (`<id>#text`, `<id>#call:<call id>`, `<id>#result:<call id>`) and a repeated
+//! record adds only its new parts. `{"$set": …}` lines update the session (a
+//! `messages` list there is a compacted copy, read like records), `{"$rewindTo":
+//! id}` drops messages from Gemini CLI's view (Corral keeps what it read). Tool
+//! results come back as `user` records of `functionResponse` parts, which carry no
+//! prompt. Gemini CLI writes nothing when a turn ends: a prompt that follows an
+//! answer closes the turn before it ([`ParsedLine::closes_turn`]).
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -99,6 +114,12 @@ pub struct ParsedLine {
     pub cwd: Option<String>,
     /// The model that answered, when the line carries it.
     pub model: Option<String>,
+    /// Gemini CLI: the hex SHA-256 of the agent's project directory, when the line
+    /// carries it.
+    pub project_hash: Option<String>,
+    /// The line shows that the turn before it ended (Gemini CLI: a prompt after an
+    /// answer); counted before [`turn`](Self::turn).
+    pub closes_turn: bool,
 }
 
 /// A stateful reader of one transcript: remembers tool-use ids to name results.
@@ -108,6 +129,8 @@ pub struct TranscriptParser {
     /// Prefix of keys for lines without their own id (the file's name).
     file_tag: String,
     tool_names: HashMap<String, String>,
+    /// Gemini CLI: an answer was read since the last prompt.
+    answered: bool,
 }
 
 impl TranscriptParser {
@@ -117,6 +140,7 @@ impl TranscriptParser {
             format,
             file_tag: file_name.to_owned(),
             tool_names: HashMap::new(),
+            answered: false,
         }
     }
 
@@ -132,6 +156,7 @@ impl TranscriptParser {
         match self.format {
             TranscriptFormat::ClaudeJsonl => self.claude(&value, offset),
             TranscriptFormat::CodexJsonl => self.codex(&value, offset),
+            TranscriptFormat::GeminiJsonl => self.gemini(&value),
         }
     }
 
@@ -358,6 +383,122 @@ impl TranscriptParser {
         parsed.messages = out.done();
         parsed
     }
+
+    fn gemini(&mut self, line: &Value) -> ParsedLine {
+        let mut parsed = ParsedLine::default();
+        if line.get("$rewindTo").is_some() {
+            return parsed;
+        }
+        let (session, messages) = match line.get("$set") {
+            Some(set) => (set, set.get("messages")),
+            None if line.get("id").and_then(Value::as_str).is_some() => {
+                self.gemini_message(line, &mut parsed);
+                return parsed;
+            }
+            // The first line (or, in files converted from the older JSON, the
+            // whole conversation on one line).
+            None => (line, line.get("messages")),
+        };
+        parsed.session_id = str_field(session, "sessionId");
+        parsed.project_hash = str_field(session, "projectHash");
+        if let Some(Value::Array(messages)) = messages {
+            for message in messages {
+                self.gemini_message(message, &mut parsed);
+            }
+        }
+        parsed
+    }
+
+    /// Adds the parts of one Gemini CLI message record to `parsed`.
+    fn gemini_message(&mut self, record: &Value, parsed: &mut ParsedLine) {
+        let Some(id) = record.get("id").and_then(Value::as_str) else {
+            return;
+        };
+        let time = record
+            .get("timestamp")
+            .and_then(Value::as_str)
+            .and_then(parse_time);
+        let message = |key: String, role: Role, text: String, tool_name: String| ParsedMessage {
+            key,
+            role,
+            text: cut(&text),
+            tool_name,
+            time,
+        };
+        match record.get("type").and_then(Value::as_str) {
+            Some("user") => {
+                let shown = record
+                    .get("displayContent")
+                    .filter(|v| !v.is_null())
+                    .or_else(|| record.get("content"));
+                let text = gemini_parts_text(shown);
+                let trimmed = text.trim();
+                // Gemini CLI's own `isIgnoredUserContent`: commands and injected
+                // context are not prompts; tool results have no text at all.
+                let ignored = trimmed.is_empty()
+                    || trimmed.starts_with('/')
+                    || trimmed.starts_with('?')
+                    || trimmed.starts_with("<session_context>")
+                    || trimmed.starts_with("<hook_context>");
+                if ignored {
+                    return;
+                }
+                parsed
+                    .messages
+                    .push(message(format!("{id}#0"), Role::User, text, String::new()));
+                parsed.closes_turn |= std::mem::take(&mut self.answered);
+                parsed.turn = Some(TurnSignal::Open);
+            }
+            Some("gemini") => {
+                if let Some(model) = str_field(record, "model") {
+                    parsed.model = Some(model);
+                }
+                let text = gemini_parts_text(record.get("content"));
+                if !text.trim().is_empty() {
+                    parsed.messages.push(message(
+                        format!("{id}#text"),
+                        Role::Assistant,
+                        text,
+                        String::new(),
+                    ));
+                }
+                let calls = record.get("toolCalls").and_then(Value::as_array);
+                for call in calls.into_iter().flatten() {
+                    let call_id = call.get("id").and_then(Value::as_str).unwrap_or_default();
+                    let name = str_field(call, "name").unwrap_or_default();
+                    let args = call.get("args").map(Value::to_string).unwrap_or_default();
+                    parsed.messages.push(message(
+                        format!("{id}#call:{call_id}"),
+                        Role::Tool,
+                        args,
+                        name.clone(),
+                    ));
+                    if let Some(result) = call.get("result").filter(|r| !r.is_null()) {
+                        parsed.messages.push(message(
+                            format!("{id}#result:{call_id}"),
+                            Role::Tool,
+                            gemini_result_text(result),
+                            name,
+                        ));
+                    }
+                }
+                self.answered = true;
+                parsed.turn = Some(TurnSignal::Open);
+            }
+            Some("info" | "warning" | "error") => {
+                let text = gemini_parts_text(record.get("content"));
+                if !text.trim().is_empty() {
+                    parsed.messages.push(message(
+                        format!("{id}#0"),
+                        Role::System,
+                        text,
+                        String::new(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Collects the messages of one line with keys `<base>#<index>`.
@@ -435,6 +576,51 @@ fn block_text(content: Option<&Value>) -> String {
     }
 }
 
+/// The text of a Gemini CLI `PartListUnion`: a string, a part, or a list of
+/// parts and strings; `text` parts are joined, other parts (images, files, function
+/// calls and responses) are left out.
+fn gemini_parts_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|part| match part {
+                Value::String(s) => Some(s.as_str()),
+                part if part.get("thought").and_then(Value::as_bool) == Some(true) => None,
+                part => part.get("text").and_then(Value::as_str),
+            })
+            .collect::<Vec<_>>()
+            .join(""),
+        Some(part @ Value::Object(_)) => gemini_parts_text(Some(&Value::Array(vec![part.clone()]))),
+        _ => String::new(),
+    }
+}
+
+/// The text of a Gemini CLI tool call's `result`: its `functionResponse`s'
+/// `response.output` (or `error`, or the response as JSON) and its text parts.
+fn gemini_result_text(result: &Value) -> String {
+    let parts: Vec<&Value> = match result {
+        Value::Array(parts) => parts.iter().collect(),
+        Value::String(s) => return s.clone(),
+        other => vec![other],
+    };
+    parts
+        .into_iter()
+        .filter_map(|part| {
+            if let Some(response) = part.get("functionResponse").map(|f| &f["response"]) {
+                return Some(
+                    match response.get("output").or_else(|| response.get("error")) {
+                        Some(Value::String(s)) => s.clone(),
+                        _ => response.to_string(),
+                    },
+                );
+            }
+            part.get("text").and_then(Value::as_str).map(str::to_owned)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `text`, cut to [`MAX_MESSAGE_TEXT_BYTES`] with a note.
 fn cut(text: &str) -> String {
     if text.len() <= MAX_MESSAGE_TEXT_BYTES {
@@ -455,32 +641,46 @@ pub fn parse_time(text: &str) -> Option<Micros> {
 }
 
 /// The pattern of transcript file names of a profile, with the conversation id as
-/// the capture group `id`. Conversation ids of the known formats are UUIDs, which
-/// also keeps other files of the directory (a sub-agent's `agent-*.jsonl`) out.
+/// the capture group `id` (`{session_id}`) or its first 8 characters as `id8`
+/// (`{session_id8}`). Conversation ids of the known formats are UUIDs, which also
+/// keeps other files of the directory (a sub-agent's `agent-*.jsonl`) out.
 /// `None` only if the pattern does not compile (every piece is escaped, so only
 /// a name too long for the regex engine's size limit).
 pub fn file_pattern(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<regex::Regex> {
+    // Marks for the two placeholders, which no expansion produces.
+    const ID: char = '\u{0}';
+    const ID8: char = '\u{1}';
     let template = expand(
-        &spec.file,
+        &spec.file.replace("{session_id8}", &ID8.to_string()),
         &Vars {
             session_id: "\u{0}",
             ..vars.clone()
         },
     );
     let mut pattern = String::from("^");
-    for (i, part) in template.split('\u{0}').enumerate() {
-        if i > 0 {
-            pattern.push_str(UUID_PATTERN);
+    let mut literal = String::new();
+    let flush = |literal: &mut String, pattern: &mut String| {
+        let pieces: Vec<String> = literal.split('*').map(regex::escape).collect();
+        pattern.push_str(&pieces.join(".*"));
+        literal.clear();
+    };
+    for c in template.chars() {
+        match c {
+            ID | ID8 => {
+                flush(&mut literal, &mut pattern);
+                pattern.push_str(if c == ID { UUID_PATTERN } else { UUID8_PATTERN });
+            }
+            c => literal.push(c),
         }
-        let literal: Vec<String> = part.split('*').map(regex::escape).collect();
-        pattern.push_str(&literal.join(".*"));
     }
+    flush(&mut literal, &mut pattern);
     pattern.push('$');
     regex::Regex::new(&pattern).ok()
 }
 
 const UUID_PATTERN: &str =
     "(?P<id>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})";
+const UUID8_PATTERN: &str = "(?P<id8>[0-9a-fA-F]{8})";
 
 /// Files under `dir` (and its subdirectories, at most 4 deep, when `recursive`)
 /// whose names match `pattern`, with their modification times. Blocking: call it
@@ -513,12 +713,14 @@ fn matching_files(
 
 /// Finds the transcript of conversation `vars.session_id`: the expected path, or
 /// (when the file name has wildcards, the directory is searched recursively, or
-/// Claude Code shortened a long directory name) the newest matching file.
-/// Blocking.
+/// Claude Code shortened a long directory name) the newest matching file. A name
+/// made with `{session_id8}` is only the id's start: the file's first line must
+/// name the whole id. Blocking.
 pub fn locate(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<PathBuf> {
     let dir = spec.dir(vars);
     let name = expand(&spec.file, vars);
-    if !name.contains('*') {
+    let by_prefix = spec.file.contains("{session_id8}");
+    if !name.contains('*') && !by_prefix {
         let path = dir.join(&name);
         if path.is_file() {
             return Some(path);
@@ -543,6 +745,14 @@ pub fn locate(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<PathBuf> {
             }
         }
     }
+    if by_prefix {
+        found.retain(|(path, _)| {
+            first_line(path, spec.format)
+                .and_then(|head| head.session_id)
+                .as_deref()
+                == Some(vars.session_id)
+        });
+    }
     found
         .into_iter()
         .max_by_key(|(_, mtime)| *mtime)
@@ -557,9 +767,11 @@ pub fn expected_path(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<PathBuf> 
 }
 
 /// The newest transcript in the profile's directory modified at or after `since`,
-/// other than the files in `exclude`, with the conversation id read from its name.
-/// For formats whose directory is not per working directory (Codex), only files
-/// whose first line names `vars.cwd` count. Blocking.
+/// other than the files in `exclude`, with the conversation id read from its name
+/// (or, for names made with `{session_id8}`, from its first line). For formats
+/// whose directory is not per working directory, only files whose first line
+/// names `vars.cwd` count: Codex's `session_meta.cwd`, Gemini CLI's `projectHash`.
+/// Blocking.
 pub fn newest_since(
     spec: &TranscriptSpec,
     vars: &Vars<'_>,
@@ -575,30 +787,68 @@ pub fn newest_since(
     candidates.sort_by_key(|(_, mtime)| std::cmp::Reverse(*mtime));
     for (path, _) in candidates {
         let name = path.file_name()?.to_string_lossy().into_owned();
-        let Some(id) = pattern.captures(&name).and_then(|c| c.name("id")) else {
+        let Some(captures) = pattern.captures(&name) else {
             continue;
         };
-        if spec.format == TranscriptFormat::CodexJsonl && !codex_cwd_is(&path, vars.cwd) {
-            continue;
-        }
-        return Some((path.clone(), id.as_str().to_owned()));
+        let head = match spec.format {
+            TranscriptFormat::ClaudeJsonl if captures.name("id8").is_none() => None,
+            format => match first_line(&path, format) {
+                Some(head) if is_of_directory(format, &head, vars.cwd) => Some(head),
+                _ => continue,
+            },
+        };
+        let id = match (captures.name("id"), captures.name("id8")) {
+            (Some(id), _) => id.as_str().to_owned(),
+            (None, Some(id8)) => match head.and_then(|h| h.session_id) {
+                Some(id) if id.starts_with(id8.as_str()) => id,
+                _ => continue,
+            },
+            (None, None) => continue,
+        };
+        return Some((path.clone(), id));
     }
     None
 }
 
-/// True when the Codex rollout at `path` starts with a `session_meta` for `cwd`.
-fn codex_cwd_is(path: &Path, cwd: &str) -> bool {
+/// The first line of the transcript at `path`, parsed (at most 256 KiB read).
+/// Blocking.
+fn first_line(path: &Path, format: TranscriptFormat) -> Option<ParsedLine> {
     use std::io::BufRead;
-    let Ok(file) = std::fs::File::open(path) else {
-        return false;
-    };
+    let file = std::fs::File::open(path).ok()?;
     let mut first = Vec::new();
     let mut reader = std::io::BufReader::new(file).take(256 * 1024);
-    if reader.read_until(b'\n', &mut first).is_err() {
-        return false;
+    reader.read_until(b'\n', &mut first).ok()?;
+    let mut parser = TranscriptParser::new(format, "");
+    Some(parser.parse_line(first.trim_ascii_end(), 0))
+}
+
+/// Whether the transcript whose first line is `head` is of directory `cwd`.
+/// Claude Code keeps one folder per directory, so its files always are.
+fn is_of_directory(format: TranscriptFormat, head: &ParsedLine, cwd: &str) -> bool {
+    match format {
+        TranscriptFormat::ClaudeJsonl => true,
+        TranscriptFormat::CodexJsonl => head.cwd.as_deref() == Some(cwd),
+        TranscriptFormat::GeminiJsonl => head
+            .project_hash
+            .as_deref()
+            .is_some_and(|hash| project_hashes(cwd).iter().any(|h| h == hash)),
     }
-    let mut parser = TranscriptParser::new(TranscriptFormat::CodexJsonl, "");
-    parser.parse_line(first.trim_ascii_end(), 0).cwd.as_deref() == Some(cwd)
+}
+
+/// Gemini CLI's project hash (hex SHA-256 of the directory's path) of `cwd`, and
+/// of its canonical path when that differs (Gemini CLI may resolve symbolic
+/// links). Blocking.
+fn project_hashes(cwd: &str) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let hash = |path: &str| format!("{:x}", Sha256::digest(path.as_bytes()));
+    let mut hashes = vec![hash(cwd)];
+    if let Ok(real) = std::fs::canonicalize(cwd)
+        && let Some(real) = real.to_str()
+        && real != cwd
+    {
+        hashes.push(hash(real));
+    }
+    hashes
 }
 
 #[cfg(test)]
@@ -610,6 +860,8 @@ mod tests {
     const SESSION_B: &str = include_str!("../../../tests/fixtures/claude-code/session_b.jsonl");
     const TODOWRITE: &str =
         include_str!("../../../tests/fixtures/claude-code/todowrite_examples.jsonl");
+    const GEMINI: &str = include_str!("../../../tests/fixtures/gemini-cli/session.jsonl");
+    const GEMINI_ID: &str = "5b1a0c9e-3f2d-4e8a-9b7c-1d2e3f4a5b6c";
 
     fn parse_all(format: TranscriptFormat, text: &str) -> Vec<ParsedLine> {
         let mut parser = TranscriptParser::new(format, "t.jsonl");
@@ -793,5 +1045,123 @@ mod tests {
             (found, id.as_str()),
             (newer, "0b6f3c1e-8f6a-4c3e-9a51-3f1c2f4f9d10")
         );
+    }
+
+    #[test]
+    fn gemini_chats_give_each_part_once_under_a_stable_key() {
+        let lines = parse_all(TranscriptFormat::GeminiJsonl, GEMINI);
+        assert_eq!(lines[0].session_id.as_deref(), Some(GEMINI_ID));
+        assert_eq!(
+            lines[0].project_hash.as_deref(),
+            Some(project_hashes("/srv/app")[0].as_str())
+        );
+        // What the store keeps: the first message of each key.
+        let mut seen = std::collections::HashSet::new();
+        let kept: Vec<&ParsedMessage> = messages(&lines)
+            .into_iter()
+            .filter(|m| seen.insert(m.key.clone()))
+            .collect();
+        let shown: Vec<(Role, &str, &str)> = kept
+            .iter()
+            .map(|m| (m.role, m.text.as_str(), m.tool_name.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                // displayContent: what was typed, not the expanded @file.
+                (Role::User, "List the files, @notes.md", ""),
+                (Role::Assistant, "I'll list the files.", ""),
+                (
+                    Role::Tool,
+                    r#"{"command":"ls","description":"List files"}"#,
+                    "run_shell_command"
+                ),
+                (
+                    Role::Tool,
+                    "Command: ls\nStdout: a.txt\nb.txt",
+                    "run_shell_command"
+                ),
+                (Role::Assistant, "There are two files: a.txt and b.txt.", ""),
+                (Role::System, "Loop detected, stopping execution", ""),
+                (Role::User, "Thanks", ""),
+            ]
+        );
+        assert_eq!(kept[0].key, "0f8e2a6d-1c4b-4e3a-8d2f-6a7b8c9d0e1f#0");
+        assert_eq!(
+            kept[2].key,
+            "7c3d9e1f-2a4b-4c5d-9e6f-0a1b2c3d4e5f#call:run_shell_command-1765101605123-0"
+        );
+        assert_eq!(kept[0].time, parse_time("2026-12-07T10:00:01Z"));
+        assert_eq!(lines[3].model.as_deref(), Some("gemini-2.5-pro"));
+    }
+
+    #[test]
+    fn gemini_turns_close_at_the_next_prompt() {
+        let lines = parse_all(TranscriptFormat::GeminiJsonl, GEMINI);
+        let closed: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].closes_turn).collect();
+        // Only "Thanks" (line 12) follows an answer; the first prompt, the tool
+        // result and "/stats" do not close a turn.
+        assert_eq!(closed, vec![12]);
+        assert_eq!(lines[1].turn, Some(TurnSignal::Open));
+        assert!(lines.iter().all(|l| l.turn != Some(TurnSignal::Ended)));
+        // A compacted copy in `$set` is read like the records themselves.
+        let compact = serde_json::json!({"$set": {"sessionId": GEMINI_ID, "messages": [
+            {"id": "u", "type": "user", "content": "again"},
+            {"id": "g", "type": "gemini", "content": [{"text": "why", "thought": true}, {"text": "ok"}]},
+        ]}})
+        .to_string();
+        let mut parser = TranscriptParser::new(TranscriptFormat::GeminiJsonl, "t");
+        let parsed = parser.parse_line(compact.as_bytes(), 0);
+        let texts: Vec<&str> = parsed.messages.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, vec!["again", "ok"]);
+        assert_eq!(parsed.session_id.as_deref(), Some(GEMINI_ID));
+    }
+
+    #[test]
+    fn gemini_files_are_found_by_the_start_of_the_id_and_the_project_hash() {
+        let home = tempfile::tempdir().unwrap();
+        let cwd = "/srv/app";
+        let vars = Vars {
+            home: home.path().to_str().unwrap(),
+            cwd,
+            ..Default::default()
+        };
+        let profiles = super::super::profile::Profiles::builtin();
+        let spec = profiles.get("gemini").unwrap().transcript.clone().unwrap();
+        let chats = home.path().join(".gemini/tmp/app/chats");
+        std::fs::create_dir_all(&chats).unwrap();
+        let ours = chats.join("session-2026-12-07T10-00-5b1a0c9e.jsonl");
+        std::fs::write(&ours, GEMINI).unwrap();
+        // Another project's newer chat, and a sub-agent's chat of ours.
+        let other_dir = home.path().join(".gemini/tmp/other/chats");
+        std::fs::create_dir_all(other_dir.join(GEMINI_ID)).unwrap();
+        let other_id = "d00dfeed-0000-4000-8000-000000000000";
+        let other = serde_json::json!({"sessionId": other_id, "projectHash": project_hashes("/srv/other")[0]});
+        std::fs::write(
+            other_dir.join("session-2026-12-07T11-00-d00dfeed.jsonl"),
+            format!("{other}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            other_dir.join(GEMINI_ID).join(format!("{other_id}.jsonl")),
+            GEMINI,
+        )
+        .unwrap();
+        let since = SystemTime::UNIX_EPOCH;
+        let (found, id) = newest_since(&spec, &vars, since, &[]).unwrap();
+        assert_eq!((found, id.as_str()), (ours.clone(), GEMINI_ID));
+        let by_id = Vars {
+            session_id: GEMINI_ID,
+            ..vars.clone()
+        };
+        assert_eq!(locate(&spec, &by_id), Some(ours.clone()));
+        // Same first 8 characters, another id: not this conversation.
+        let twin = Vars {
+            session_id: "5b1a0c9e-0000-4000-8000-000000000000",
+            ..vars.clone()
+        };
+        assert_eq!(locate(&spec, &twin), None);
+        assert_eq!(expected_path(&spec, &by_id), None);
+        assert_eq!(newest_since(&spec, &vars, since, &[ours]), None);
     }
 }

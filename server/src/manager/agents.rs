@@ -1339,6 +1339,12 @@ impl RunMonitor {
                     source_key: format!("t:{}", message.key),
                 });
             }
+            if line.closes_turn {
+                self.turn_count += 1;
+                if fresh {
+                    new_turns += 1;
+                }
+            }
             match line.turn {
                 Some(TurnSignal::Ended) => {
                     self.turn_count += 1;
