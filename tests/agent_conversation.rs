@@ -1,7 +1,8 @@
 //! Agent workers end to end, against a real server with the fake Claude Code
 //! (`tests/fake_agent/fake_claude.py`) in real PTYs: profiles, the conversation
 //! (SendMessage, ListMessages, counts), refusals by state, export in three formats,
-//! full-text search, and activity from the screen.
+//! full-text search, and activity from the screen; and the built-in `gemini`
+//! profile with the fake Gemini CLI (`tests/fake_agent/fake_gemini.py`).
 
 mod common;
 
@@ -35,6 +36,7 @@ async fn profiles_are_listed_with_their_capabilities() {
     assert_eq!(claude.transcript_format, "claude-jsonl");
     assert_eq!(profiles[2].transcript_format, "codex-jsonl");
     assert!(!profiles[3].resumable, "custom has no resume");
+    assert_eq!(profiles[4].transcript_format, "gemini-jsonl");
     server.stop().await;
 }
 
@@ -741,5 +743,132 @@ async fn an_agent_that_picks_its_own_conversation_id_is_learned_and_resumed() {
     assert_eq!(id_of(&resumed.workers[0]), learned);
     let mut client = server.attach(&resumed.workers[0].name, None, None).await;
     client.expect("resumed with 1 turns").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gemini_cli_conversation_is_read_from_its_chat_file_and_resumed() {
+    // The built-in gemini profile (arguments, chat file location, screen rules)
+    // with only its command replaced by the fake Gemini CLI.
+    let fake =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_agent/fake_gemini.py");
+    let server = TestServer::start_with(
+        |config| {
+            use_fake_claude(
+                config,
+                &format!(
+                    "[profiles.gemini]\ncommand = {:?}\n",
+                    fake.display().to_string()
+                ),
+            )
+        },
+        None,
+    )
+    .await;
+    create_agent_session(&server, "gem", "gemini").await;
+    let started = start_agent_session(&server, "gem").await;
+    let id_of = |worker: &pb::Worker| match &worker.spec {
+        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
+        _ => unreachable!(),
+    };
+    // Gemini CLI writes its session line at start: the id is learned from it.
+    eventually("the conversation id is learned", || async {
+        !id_of(&agent(&server, "gem").await).is_empty()
+    })
+    .await;
+    let learned = id_of(&agent(&server, "gem").await);
+    let chats = server.dir.path().join("home/.gemini/tmp/gem/chats");
+    let file = chats.join(
+        std::fs::read_dir(&chats)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name(),
+    );
+    assert!(
+        file.to_string_lossy()
+            .ends_with(&format!("-{}.jsonl", &learned[..8])),
+        "{file:?}"
+    );
+
+    send(&server, "gem", "list with a tool").await.unwrap();
+    wait_message(
+        &server,
+        "gem",
+        Role::Assistant,
+        "You said: list with a tool",
+    )
+    .await;
+    send(&server, "gem", "thanks").await.unwrap();
+    wait_message(&server, "gem", Role::Assistant, "You said: thanks").await;
+    // The first answer was appended three times (as said, with its token counts,
+    // with its tool call): each part is kept once, in order; each prompt is one
+    // message (the chat file's copy claimed the one SendMessage stored).
+    let read: Vec<(Role, String, String)> = messages(&server, "gem")
+        .await
+        .into_iter()
+        .map(|m| (m.role(), m.text.clone(), m.tool_name.clone()))
+        .collect();
+    let tool = "run_shell_command".to_string();
+    assert_eq!(
+        read,
+        vec![
+            (Role::User, "list with a tool".into(), String::new()),
+            (Role::Assistant, "I'll run ls.".into(), String::new()),
+            (Role::Tool, r#"{"command":"ls"}"#.into(), tool.clone()),
+            (Role::Tool, "Command: ls\nStdout: a.txt".into(), tool),
+            (
+                Role::Assistant,
+                "You said: list with a tool".into(),
+                String::new()
+            ),
+            (Role::User, "thanks".into(), String::new()),
+            (Role::Assistant, "You said: thanks".into(), String::new()),
+        ]
+    );
+    // The second prompt closed the first turn: a TURN checkpoint counts it.
+    let worker = started.workers[0].name.clone();
+    eventually("a TURN checkpoint with 1 turn", || async {
+        corral::pb::checkpoint_service_client::CheckpointServiceClient::new(server.channel.clone())
+            .list_checkpoints(pb::ListCheckpointsRequest {
+                parent: worker.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .checkpoints
+            .iter()
+            .any(|c| c.trigger() == pb::checkpoint::Trigger::Turn && c.turn_count == 1)
+    })
+    .await;
+
+    server
+        .sessions
+        .clone()
+        .stop_session(pb::StopSessionRequest {
+            name: "sessions/gem".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let resumed = server
+        .sessions
+        .clone()
+        .resume_session(pb::ResumeSessionRequest {
+            name: "sessions/gem".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resumed.state(), State::Active, "{}", resumed.last_error);
+    assert_eq!(id_of(&resumed.workers[0]), learned);
+    // `gemini --resume <id>`: the same chat file, read back (one turn closed).
+    let mut client = server.attach(&resumed.workers[0].name, None, None).await;
+    client.expect(&format!("session {learned}")).await;
+    client.expect("resumed with 1 turns").await;
+    assert_eq!(std::fs::read_dir(&chats).unwrap().count(), 1);
     server.stop().await;
 }

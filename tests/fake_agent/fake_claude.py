@@ -95,6 +95,10 @@ class Agent:
         else:
             self.session_id = str(uuid.uuid4())
         self.last_uuid = None
+        self.init_screen()
+
+    def init_screen(self):
+        """The state of the screen and the input (shared with fake_gemini.py)."""
         self.mode = "idle"
         self.input = ""
         self.pasting = False
@@ -341,9 +345,9 @@ def restore():
     out("\x1b[?2004l")
 
 
-def main():
+def main(kind=None):
     global SAVED
-    agent = Agent()
+    agent = (kind or Agent)()
     try:
         SAVED = termios.tcgetattr(0)
         tty.setraw(0)
