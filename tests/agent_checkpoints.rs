@@ -9,8 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::agent::{
-    agent, agent_server, create_agent_session, messages, send, start_agent_session,
-    started_agent_session, transcript_path, use_fake_claude, wait_activity, wait_message,
+    agent, agent_server, conversation_id, create_agent_session, list_checkpoints, messages, resume,
+    send, start_agent_session, started_agent_session, stop, transcript_path, use_fake_claude,
+    wait_activity, wait_message,
 };
 use common::{TestServer, eventually};
 use corral::pb;
@@ -21,38 +22,6 @@ use corral::pb::worker::Activity;
 
 fn checkpoints_client(server: &TestServer) -> CheckpointServiceClient<tonic::transport::Channel> {
     CheckpointServiceClient::new(server.channel.clone())
-}
-
-async fn list_checkpoints(server: &TestServer, parent: &str) -> Vec<pb::Checkpoint> {
-    checkpoints_client(server)
-        .list_checkpoints(pb::ListCheckpointsRequest {
-            parent: parent.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("list checkpoints")
-        .into_inner()
-        .checkpoints
-}
-
-fn conversation_id(worker: &pb::Worker) -> String {
-    match &worker.spec {
-        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
-        other => panic!("not an agent: {other:?}"),
-    }
-}
-
-async fn stop(server: &TestServer, name: &str) -> pb::Session {
-    server
-        .sessions
-        .clone()
-        .stop_session(pb::StopSessionRequest {
-            name: format!("sessions/{name}"),
-            ..Default::default()
-        })
-        .await
-        .expect("stop")
-        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,17 +349,7 @@ async fn a_failed_resume_falls_back_to_a_new_conversation() {
     wait_message(&server, "amnesia", Role::Assistant, "You said: hello").await;
     stop(&server, "amnesia").await;
 
-    let resumed = server
-        .sessions
-        .clone()
-        .resume_session(pb::ResumeSessionRequest {
-            name: "sessions/amnesia".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(resumed.state(), State::Active, "{}", resumed.last_error);
+    let resumed = resume(&server, "amnesia").await;
     let worker = agent(&server, "amnesia").await;
     assert_eq!(worker.state(), pb::worker::State::Running);
     let second = conversation_id(&worker);

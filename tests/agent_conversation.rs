@@ -7,8 +7,9 @@
 mod common;
 
 use common::agent::{
-    agent, agent_server, create_agent_session, expect_activity, messages, send,
-    start_agent_session, started_agent_session, transcript_path, use_fake_claude, wait_message,
+    agent, agent_server, conversation_id, create_agent_session, expect_activity, list_checkpoints,
+    messages, resume, send, start_agent_session, started_agent_session, stop, transcript_path,
+    use_fake_claude, wait_message,
 };
 use common::{TestServer, eventually};
 use corral::pb;
@@ -143,10 +144,7 @@ async fn conversation_is_read_from_the_transcript_and_counted() {
     let server = agent_server().await;
     let session = started_agent_session(&server, "chat").await;
     let worker = &session.workers[0];
-    let agent_session_id = match &worker.spec {
-        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
-        other => panic!("not an agent: {other:?}"),
-    };
+    let agent_session_id = conversation_id(worker);
     assert_eq!(agent_session_id.len(), 36, "Corral chose a UUID");
 
     let sent = send(&server, "chat", "hello there").await.unwrap();
@@ -588,10 +586,7 @@ async fn transcripts_under_claude_config_dir_are_read() {
     )
     .await;
     let session = started_agent_session(&server, "elsewhere").await;
-    let agent_session_id = match &session.workers[0].spec {
-        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
-        other => panic!("not an agent: {other:?}"),
-    };
+    let agent_session_id = conversation_id(&session.workers[0]);
     send(&server, "elsewhere", "where are you").await.unwrap();
     wait_message(
         &server,
@@ -623,10 +618,7 @@ async fn transcripts_under_claude_config_dir_are_read() {
 async fn an_agent_that_switches_conversations_is_followed() {
     let server = agent_server().await;
     let session = started_agent_session(&server, "switch").await;
-    let first = match &session.workers[0].spec {
-        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
-        _ => unreachable!(),
-    };
+    let first = conversation_id(&session.workers[0]);
     send(&server, "switch", "before the clear").await.unwrap();
     wait_message(
         &server,
@@ -645,10 +637,7 @@ async fn an_agent_that_switches_conversations_is_followed() {
     )
     .await;
     let worker = agent(&server, "switch").await;
-    let second = match &worker.spec {
-        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
-        _ => unreachable!(),
-    };
+    let second = conversation_id(&worker);
     assert_ne!(second, first, "the worker follows the new conversation");
     assert!(transcript_path(&server, &session.work_dir, &second).exists());
     let texts: Vec<String> = messages(&server, "switch")
@@ -689,12 +678,8 @@ async fn an_agent_that_picks_its_own_conversation_id_is_learned_and_resumed() {
     create_agent_session(&server, "picker", "picker").await;
     let started = server.start_session("picker").await;
     assert_eq!(started.state(), State::Active, "{}", started.last_error);
-    let id_of = |worker: &pb::Worker| match &worker.spec {
-        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
-        _ => unreachable!(),
-    };
     assert!(
-        id_of(&started.workers[0]).is_empty(),
+        conversation_id(&started.workers[0]).is_empty(),
         "not known before the agent writes"
     );
     // No screen rules: the activity comes from the transcript alone. Wait for
@@ -704,10 +689,10 @@ async fn an_agent_that_picks_its_own_conversation_id_is_learned_and_resumed() {
     send(&server, "picker", "who are you").await.unwrap();
     wait_message(&server, "picker", Role::Assistant, "You said: who are you").await;
     eventually("the conversation id is learned", || async {
-        !id_of(&agent(&server, "picker").await).is_empty()
+        !conversation_id(&agent(&server, "picker").await).is_empty()
     })
     .await;
-    let learned = id_of(&agent(&server, "picker").await);
+    let learned = conversation_id(&agent(&server, "picker").await);
     assert!(transcript_path(&server, &started.work_dir, &learned).exists());
     eventually("IDLE from the transcript's stop_reason", || async {
         let worker = agent(&server, "picker").await;
@@ -718,29 +703,11 @@ async fn an_agent_that_picks_its_own_conversation_id_is_learned_and_resumed() {
     })
     .await;
 
-    server
-        .sessions
-        .clone()
-        .stop_session(pb::StopSessionRequest {
-            name: "sessions/picker".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    stop(&server, "picker").await;
     let stopped = agent(&server, "picker").await;
     assert_eq!(stopped.activity(), Activity::Unknown);
-    let resumed = server
-        .sessions
-        .clone()
-        .resume_session(pb::ResumeSessionRequest {
-            name: "sessions/picker".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(resumed.state(), State::Active, "{}", resumed.last_error);
-    assert_eq!(id_of(&resumed.workers[0]), learned);
+    let resumed = resume(&server, "picker").await;
+    assert_eq!(conversation_id(&resumed.workers[0]), learned);
     let mut client = server.attach(&resumed.workers[0].name, None, None).await;
     client.expect("resumed with 1 turns").await;
     server.stop().await;
@@ -767,16 +734,12 @@ async fn a_gemini_cli_conversation_is_read_from_its_chat_file_and_resumed() {
     .await;
     create_agent_session(&server, "gem", "gemini").await;
     let started = start_agent_session(&server, "gem").await;
-    let id_of = |worker: &pb::Worker| match &worker.spec {
-        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
-        _ => unreachable!(),
-    };
     // Gemini CLI writes its session line at start: the id is learned from it.
     eventually("the conversation id is learned", || async {
-        !id_of(&agent(&server, "gem").await).is_empty()
+        !conversation_id(&agent(&server, "gem").await).is_empty()
     })
     .await;
-    let learned = id_of(&agent(&server, "gem").await);
+    let learned = conversation_id(&agent(&server, "gem").await);
     let chats = server.dir.path().join("home/.gemini/tmp/gem/chats");
     let file = chats.join(
         std::fs::read_dir(&chats)
@@ -828,43 +791,18 @@ async fn a_gemini_cli_conversation_is_read_from_its_chat_file_and_resumed() {
         ]
     );
     // The second prompt closed the first turn: a TURN checkpoint counts it.
-    let worker = started.workers[0].name.clone();
+    let worker = &started.workers[0].name;
     eventually("a TURN checkpoint with 1 turn", || async {
-        corral::pb::checkpoint_service_client::CheckpointServiceClient::new(server.channel.clone())
-            .list_checkpoints(pb::ListCheckpointsRequest {
-                parent: worker.clone(),
-                ..Default::default()
-            })
+        list_checkpoints(&server, worker)
             .await
-            .unwrap()
-            .into_inner()
-            .checkpoints
             .iter()
             .any(|c| c.trigger() == pb::checkpoint::Trigger::Turn && c.turn_count == 1)
     })
     .await;
 
-    server
-        .sessions
-        .clone()
-        .stop_session(pb::StopSessionRequest {
-            name: "sessions/gem".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let resumed = server
-        .sessions
-        .clone()
-        .resume_session(pb::ResumeSessionRequest {
-            name: "sessions/gem".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(resumed.state(), State::Active, "{}", resumed.last_error);
-    assert_eq!(id_of(&resumed.workers[0]), learned);
+    stop(&server, "gem").await;
+    let resumed = resume(&server, "gem").await;
+    assert_eq!(conversation_id(&resumed.workers[0]), learned);
     // `gemini --resume <id>`: the same chat file, read back (one turn closed).
     let mut client = server.attach(&resumed.workers[0].name, None, None).await;
     client.expect(&format!("session {learned}")).await;

@@ -216,3 +216,59 @@ pub fn transcript_path(server: &TestServer, work_dir: &str, id: &str) -> PathBuf
         .join(slug)
         .join(format!("{id}.jsonl"))
 }
+
+/// The agent's conversation id (`AgentSpec.agent_session_id`) of `worker`.
+pub fn conversation_id(worker: &pb::Worker) -> String {
+    match &worker.spec {
+        Some(pb::worker::Spec::Agent(agent)) => agent.agent_session_id.clone(),
+        other => panic!("not an agent: {other:?}"),
+    }
+}
+
+/// Stops session `name`; returns it as StopSession did.
+pub async fn stop(server: &TestServer, name: &str) -> pb::Session {
+    server
+        .sessions
+        .clone()
+        .stop_session(pb::StopSessionRequest {
+            name: format!("sessions/{name}"),
+            ..Default::default()
+        })
+        .await
+        .expect("stop")
+        .into_inner()
+}
+
+/// Resumes the stopped session `name`; checks that it is ACTIVE.
+pub async fn resume(server: &TestServer, name: &str) -> pb::Session {
+    let resumed = server
+        .sessions
+        .clone()
+        .resume_session(pb::ResumeSessionRequest {
+            name: format!("sessions/{name}"),
+            ..Default::default()
+        })
+        .await
+        .expect("resume")
+        .into_inner();
+    assert_eq!(
+        resumed.state(),
+        pb::session::State::Active,
+        "{}",
+        resumed.last_error
+    );
+    resumed
+}
+
+/// The checkpoints of worker `parent` (`sessions/{s}/workers/{w}`).
+pub async fn list_checkpoints(server: &TestServer, parent: &str) -> Vec<pb::Checkpoint> {
+    corral::pb::checkpoint_service_client::CheckpointServiceClient::new(server.channel.clone())
+        .list_checkpoints(pb::ListCheckpointsRequest {
+            parent: parent.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list checkpoints")
+        .into_inner()
+        .checkpoints
+}

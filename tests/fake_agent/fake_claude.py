@@ -39,7 +39,6 @@ import uuid
 
 PASTE_START = b"\x1b[200~"
 PASTE_END = b"\x1b[201~"
-SPINNER = "✻✽✶✢·"
 
 
 def now():
@@ -51,6 +50,8 @@ def out(text):
 
 
 class Agent:
+    spinner = "✻✽✶✢·"
+
     def __init__(self):
         args = sys.argv[1:]
         self.model = "claude-fake-1"
@@ -170,23 +171,38 @@ class Agent:
 
     # --- screen -----------------------------------------------------------
 
-    def draw(self):
+    def size(self):
+        """The screen's (width, rows): the width capped to 20..100 columns."""
         try:
             cols, rows = os.get_terminal_size(0)
         except OSError:
             cols, rows = 80, 24
-        width = max(20, min(cols, 100))
-        lines = [f"✻ Fake Claude Code · conversation {self.session_id}"]
+        return max(20, min(cols, 100)), rows
+
+    def paint(self, title, working, box):
+        """Clears the screen and draws `title` (and the turns a resume found),
+        the recent conversation, `working` (with the spinner's frame and seconds)
+        while working, and the input `box` (shared with fake_gemini.py)."""
+        width, rows = self.size()
+        header = [title]
         if self.resumed:
-            lines.append(f"  resumed with {self.turns} turns")
-        lines.append("")
+            header.append(f"  resumed with {self.turns} turns")
+        header.append("")
         bottom = []
         if self.mode == "working":
-            spin = SPINNER[self.frame % len(SPINNER)]
-            bottom.append(f"{spin} Working… ({self.frame // 10}s · esc to interrupt)")
-            bottom.append("")
+            bottom += [working(self.spinner[self.frame % len(self.spinner)], self.frame // 10), ""]
+        bottom += box
+        room = max(0, rows - len(header) - len(bottom))
+        body = [h[:width] for h in self.history[-room:]] if room else []
+        screen = header + body
+        screen += [""] * max(0, rows - len(screen) - len(bottom))
+        screen += bottom
+        out("\x1b[H\x1b[2J" + "\r\n".join(screen[:rows]))
+
+    def draw(self):
+        width, _ = self.size()
         if self.mode == "asking":
-            bottom += [
+            box = [
                 "╭" + "─" * (width - 2) + "╮",
                 "│ Bash command",
                 "│   rm -rf build",
@@ -196,18 +212,17 @@ class Agent:
                 "╰" + "─" * (width - 2) + "╯",
             ]
         else:
-            bottom += [
+            box = [
                 "╭" + "─" * (width - 2) + "╮",
                 "│ > " + self.input[-(width - 6):],
                 "╰" + "─" * (width - 2) + "╯",
                 "  ? for shortcuts",
             ]
-        room = max(0, rows - len(lines) - len(bottom))
-        body = [h[:width] for h in self.history[-room:]] if room else []
-        screen = lines + body
-        screen += [""] * max(0, rows - len(screen) - len(bottom))
-        screen += bottom
-        out("\x1b[H\x1b[2J" + "\r\n".join(screen[:rows]))
+        self.paint(
+            f"✻ Fake Claude Code · conversation {self.session_id}",
+            lambda spin, seconds: f"{spin} Working… ({seconds}s · esc to interrupt)",
+            box,
+        )
 
     # --- input -----------------------------------------------------------
 

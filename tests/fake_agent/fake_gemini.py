@@ -31,10 +31,9 @@ import uuid
 
 from fake_claude import Agent, main, now, out, restore
 
-SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-
-
 class Gemini(Agent):
+    spinner = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
     def __init__(self):
         args = sys.argv[1:]
         resume = None
@@ -170,31 +169,16 @@ class Gemini(Agent):
         self.mode = "idle"
 
     def draw(self):
-        try:
-            cols, rows = os.get_terminal_size(0)
-        except OSError:
-            cols, rows = 80, 24
-        width = max(20, min(cols, 100))
-        lines = [f"Fake Gemini CLI · session {self.session_id}"]
-        if self.resumed:
-            lines.append(f"  resumed with {self.turns} turns")
-        lines.append("")
-        bottom = []
-        if self.mode == "working":
-            spin = SPINNER[self.frame % len(SPINNER)]
-            bottom.append(f"{spin} Thinking… (esc to cancel, {self.frame // 10}s)")
-            bottom.append("")
-        bottom += [
-            "╭" + "─" * (width - 2) + "╮",
-            "│ > " + (self.input[-(width - 6):] or "  Type your message or @path/to/file"),
-            "╰" + "─" * (width - 2) + "╯",
-        ]
-        room = max(0, rows - len(lines) - len(bottom))
-        body = [h[:width] for h in self.history[-room:]] if room else []
-        screen = lines + body
-        screen += [""] * max(0, rows - len(screen) - len(bottom))
-        screen += bottom
-        out("\x1b[H\x1b[2J" + "\r\n".join(screen[:rows]))
+        width, _ = self.size()
+        self.paint(
+            f"Fake Gemini CLI · session {self.session_id}",
+            lambda spin, seconds: f"{spin} Thinking… (esc to cancel, {seconds}s)",
+            [
+                "╭" + "─" * (width - 2) + "╮",
+                "│ > " + (self.input[-(width - 6):] or "  Type your message or @path/to/file"),
+                "╰" + "─" * (width - 2) + "╯",
+            ],
+        )
 
 
 if __name__ == "__main__":
