@@ -28,13 +28,14 @@
 //! completed `toolCalls`: `id`, `name`, `args`, `result`), `info`, `warning` or
 //! `error`. A message is appended again, whole, whenever it changes (its tool calls
 //! complete, its token counts arrive), so keys name the message and the part
-//! (`<id>#text`, `<id>#call:<call id>`, `<id>#result:<call id>`) and a repeated
-//! record adds only its new parts. `{"$set": …}` lines update the session (a
-//! `messages` list there is a compacted copy, read like records), `{"$rewindTo":
-//! id}` drops messages from Gemini CLI's view (Corral keeps what it read). Tool
-//! results come back as `user` records of `functionResponse` parts, which carry no
-//! prompt. Gemini CLI writes nothing when a turn ends: a prompt that follows an
-//! answer closes the turn before it ([`ParsedLine::closes_turn`]).
+//! (`<id>#text`, `<id>#call:<call id>`, `<id>#result:<call id>`, the last two at
+//! the call's own `timestamp`) and a repeated record adds only its new parts.
+//! `{"$set": …}` lines update the session (a `messages` list there is a compacted
+//! copy, read like records), `{"$rewindTo": id}` drops messages from Gemini CLI's
+//! view (Corral keeps what it read). Tool results come back as `user` records of
+//! `functionResponse` parts, which carry no prompt. Gemini CLI writes nothing when
+//! a turn ends: a prompt that follows an answer closes the turn before it
+//! ([`ParsedLine::closes_turn`]).
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -425,6 +426,17 @@ impl TranscriptParser {
             tool_name,
             time,
         };
+        // A tool call's parts carry the call's own time (when it completed).
+        let at = |mut message: ParsedMessage, call: &Value| {
+            if let Some(call_time) = call
+                .get("timestamp")
+                .and_then(Value::as_str)
+                .and_then(parse_time)
+            {
+                message.time = Some(call_time);
+            }
+            message
+        };
         match record.get("type").and_then(Value::as_str) {
             Some("user") => {
                 let shown = record
@@ -467,18 +479,20 @@ impl TranscriptParser {
                     let call_id = call.get("id").and_then(Value::as_str).unwrap_or_default();
                     let name = str_field(call, "name").unwrap_or_default();
                     let args = call.get("args").map(Value::to_string).unwrap_or_default();
-                    parsed.messages.push(message(
-                        format!("{id}#call:{call_id}"),
-                        Role::Tool,
-                        args,
-                        name.clone(),
+                    parsed.messages.push(at(
+                        message(
+                            format!("{id}#call:{call_id}"),
+                            Role::Tool,
+                            args,
+                            name.clone(),
+                        ),
+                        call,
                     ));
                     if let Some(result) = call.get("result").filter(|r| !r.is_null()) {
-                        parsed.messages.push(message(
-                            format!("{id}#result:{call_id}"),
-                            Role::Tool,
-                            gemini_result_text(result),
-                            name,
+                        let text = gemini_result_text(result);
+                        parsed.messages.push(at(
+                            message(format!("{id}#result:{call_id}"), Role::Tool, text, name),
+                            call,
                         ));
                     }
                 }
@@ -1092,6 +1106,9 @@ mod tests {
             "7c3d9e1f-2a4b-4c5d-9e6f-0a1b2c3d4e5f#call:run_shell_command-1765101605123-0"
         );
         assert_eq!(kept[0].time, parse_time("2026-12-07T10:00:01Z"));
+        // A tool call's parts: the call's time, not its message's.
+        assert_eq!(kept[1].time, parse_time("2026-12-07T10:00:05Z"));
+        assert_eq!(kept[3].time, parse_time("2026-12-07T10:00:06Z"));
         assert_eq!(lines[3].model.as_deref(), Some("gemini-2.5-pro"));
     }
 
