@@ -2,6 +2,9 @@
 //! `corral` library, with `protox` (a pure-Rust protobuf compiler, so no `protoc` is
 //! needed) and `tonic-prost-build`. Also writes the encoded file descriptor set that
 //! the server registers for gRPC reflection and the CLI uses for JSON output.
+// No `unwrap`/`expect` outside tests: whatever a client or the OS can make fail is
+// mapped to an error (tests may unwrap; `cfg(test)` builds allow it).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::path::PathBuf;
 

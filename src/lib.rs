@@ -17,6 +17,9 @@
 //! ```
 
 #![forbid(unsafe_code)]
+// No `unwrap`/`expect` outside tests: whatever a client or the OS can make fail is
+// mapped to an error (tests may unwrap; `cfg(test)` builds allow it).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod codec;
 

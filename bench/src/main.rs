@@ -7,6 +7,9 @@
 //! cargo run --release -p corral-bench -- echo           # one scenario
 //! cargo run -p corral-bench -- all --smoke              # seconds; never fails on timing
 //! ```
+// No `unwrap`/`expect` outside tests: whatever a client or the OS can make fail is
+// mapped to an error (tests may unwrap; `cfg(test)` builds allow it).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod api;
 mod baseline;

@@ -17,6 +17,9 @@
 //! `main` parses the command line, runs the command on a Tokio runtime and ends the
 //! process with `std::process::exit`, without waiting for anything still blocked
 //! (such as `attach`'s stdin reader thread).
+// No `unwrap`/`expect` outside tests: whatever a client or the OS can make fail is
+// mapped to an error (tests may unwrap; `cfg(test)` builds allow it).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod attach;
 mod cli;

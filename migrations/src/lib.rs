@@ -5,6 +5,9 @@
 //! migration leaves the schema as it was before it. Times are stored as BIGINT
 //! microseconds since the Unix epoch (UTC), ids as text UUIDs: the same on both
 //! backends, exact, and ordered.
+// No `unwrap`/`expect` outside tests: whatever a client or the OS can make fail is
+// mapped to an error (tests may unwrap; `cfg(test)` builds allow it).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub use sea_orm_migration::prelude::*;
 

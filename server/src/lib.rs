@@ -19,6 +19,9 @@
 //! ```
 
 #![deny(unsafe_code)]
+// No `unwrap`/`expect` outside tests: whatever a client or the OS can make fail is
+// mapped to an error (tests may unwrap; `cfg(test)` builds allow it).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod agent;
 pub mod api;

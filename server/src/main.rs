@@ -1,5 +1,8 @@
 //! `corrald`: parses its configuration, sets up logging, runs the server until
 //! SIGINT or SIGTERM, then drains.
+// No `unwrap`/`expect` outside tests: whatever a client or the OS can make fail is
+// mapped to an error (tests may unwrap; `cfg(test)` builds allow it).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::process::ExitCode;
 
