@@ -591,22 +591,27 @@ fn block_text(content: Option<&Value>) -> String {
 }
 
 /// The text of a Gemini CLI `PartListUnion`: a string, a part, or a list of
-/// parts and strings; `text` parts are joined, other parts (images, files, function
-/// calls and responses) are left out.
+/// parts and strings; `text` parts are joined, other parts (thoughts, images,
+/// files, function calls and responses) are left out.
 fn gemini_parts_text(content: Option<&Value>) -> String {
     match content {
-        Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts
             .iter()
-            .filter_map(|part| match part {
-                Value::String(s) => Some(s.as_str()),
-                part if part.get("thought").and_then(Value::as_bool) == Some(true) => None,
-                part => part.get("text").and_then(Value::as_str),
-            })
+            .filter_map(gemini_part_text)
             .collect::<Vec<_>>()
             .join(""),
-        Some(part @ Value::Object(_)) => gemini_parts_text(Some(&Value::Array(vec![part.clone()]))),
-        _ => String::new(),
+        Some(part) => gemini_part_text(part).unwrap_or_default().to_owned(),
+        None => String::new(),
+    }
+}
+
+/// The text of one Gemini CLI part: a string, or a `text` part that is not a
+/// thought.
+fn gemini_part_text(part: &Value) -> Option<&str> {
+    match part {
+        Value::String(s) => Some(s),
+        part if part.get("thought").and_then(Value::as_bool) == Some(true) => None,
+        part => part.get("text").and_then(Value::as_str),
     }
 }
 

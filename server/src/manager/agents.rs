@@ -1339,22 +1339,16 @@ impl RunMonitor {
                     source_key: format!("t:{}", message.key),
                 });
             }
-            if line.closes_turn {
-                self.turn_count += 1;
-                if fresh {
-                    new_turns += 1;
-                }
+            // Turns the line ends: the one before it (a Gemini prompt after an
+            // answer) and its own (a final stop reason).
+            let ended =
+                i32::from(line.closes_turn) + i32::from(line.turn == Some(TurnSignal::Ended));
+            self.turn_count += ended;
+            if fresh {
+                new_turns += ended;
             }
-            match line.turn {
-                Some(TurnSignal::Ended) => {
-                    self.turn_count += 1;
-                    self.turn = TurnSignal::Ended;
-                    if fresh {
-                        new_turns += 1;
-                    }
-                }
-                Some(signal) => self.turn = signal,
-                None => {}
+            if let Some(signal) = line.turn {
+                self.turn = signal;
             }
             if line.model.is_some() {
                 model_seen = line.model;
