@@ -32,7 +32,9 @@
 //! built-in `claude` profile looks in `{env:CLAUDE_CONFIG_DIR}/projects/{cwd_slug}`
 //! before `{home}/.claude/projects/{cwd_slug}`, as Claude Code itself does;
 //! `codex` in `{env:CODEX_HOME}/sessions` before `{home}/.codex/sessions`;
-//! `gemini` in `{env:GEMINI_CLI_HOME}/.gemini/tmp` before `{home}/.gemini/tmp`.
+//! `gemini` in `{env:GEMINI_CLI_HOME}/.gemini/tmp` before `{home}/.gemini/tmp`;
+//! `aider` reads `{cwd}/.aider.chat.history.md`, the one history of the directory
+//! (format `aider-markdown`, whose `transcript.file` names no id).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -184,6 +186,9 @@ pub enum TranscriptFormat {
     /// Gemini CLI's chat JSONL
     /// (`~/.gemini/tmp/<project>/chats/session-<YYYY-MM-DDTHH-MM>-<id8>.jsonl`).
     GeminiJsonl,
+    /// aider's Markdown chat history (`.aider.chat.history.md`, one file per
+    /// directory, every chat appended to it).
+    AiderMarkdown,
 }
 
 impl TranscriptFormat {
@@ -193,6 +198,7 @@ impl TranscriptFormat {
             TranscriptFormat::ClaudeJsonl => "claude-jsonl",
             TranscriptFormat::CodexJsonl => "codex-jsonl",
             TranscriptFormat::GeminiJsonl => "gemini-jsonl",
+            TranscriptFormat::AiderMarkdown => "aider-markdown",
         }
     }
 
@@ -201,6 +207,7 @@ impl TranscriptFormat {
             "claude-jsonl" => Some(TranscriptFormat::ClaudeJsonl),
             "codex-jsonl" => Some(TranscriptFormat::CodexJsonl),
             "gemini-jsonl" => Some(TranscriptFormat::GeminiJsonl),
+            "aider-markdown" => Some(TranscriptFormat::AiderMarkdown),
             _ => None,
         }
     }
@@ -217,6 +224,8 @@ pub struct TranscriptSpec {
     pub dirs: Vec<String>,
     /// File name template with `{session_id}` or `{session_id8}`; `*` matches
     /// anything (`rollout-*-{session_id}.jsonl`, `session-*-{session_id8}.jsonl`).
+    /// For [`TranscriptFormat::AiderMarkdown`], the history's name without an id
+    /// (`.aider.chat.history.md`).
     pub file: String,
     /// Look in subdirectories of `dir` too (Codex files by date).
     pub recursive: bool,
@@ -472,7 +481,7 @@ impl Profile {
             Some(t) => {
                 let format = TranscriptFormat::parse(&t.format).ok_or_else(|| {
                     at(&format!(
-                        "transcript.format {:?} is not claude-jsonl, codex-jsonl or gemini-jsonl",
+                        "transcript.format {:?} is not claude-jsonl, codex-jsonl, gemini-jsonl or aider-markdown",
                         t.format
                     ))
                 })?;
@@ -491,10 +500,15 @@ impl Profile {
                 }
                 check_template(&at("transcript.file"), &t.file)?;
                 let names_id = t.file.contains("{session_id}") || t.file.contains("{session_id8}");
-                if !names_id || t.file.contains('/') {
-                    return Err(at(
-                        "transcript.file must be a file name containing {session_id} or {session_id8}",
-                    ));
+                // aider keeps one history per directory; its chats are told apart
+                // inside the file.
+                let one_per_directory = format == TranscriptFormat::AiderMarkdown;
+                if t.file.contains('/') || names_id == one_per_directory {
+                    return Err(at(if one_per_directory {
+                        "transcript.file of format aider-markdown must be a file name without {session_id}: the history of the directory"
+                    } else {
+                        "transcript.file must be a file name containing {session_id} or {session_id8}"
+                    }));
                 }
                 Some(TranscriptSpec {
                     format,
@@ -978,6 +992,14 @@ resume_args = ["--thread", "{session_id}"]
             (
                 "[profiles.x]\ncommand = \"a\"\n[[profiles.x.screen_rules]]\nname = \"r\"\nactivity = \"IDLE\"\nregion = \"screen\"\npattern = \"(\"\npriority = 1\n",
                 "pattern",
+            ),
+            (
+                "[profiles.x]\ncommand = \"a\"\n[profiles.x.transcript]\nformat = \"codex-jsonl\"\ndir = \"{cwd}\"\nfile = \"history.md\"\n",
+                "containing {session_id}",
+            ),
+            (
+                "[profiles.x]\ncommand = \"a\"\n[profiles.x.transcript]\nformat = \"aider-markdown\"\ndir = \"{cwd}\"\nfile = \"{session_id}.md\"\n",
+                "without {session_id}",
             ),
         ] {
             let err = Profiles::from_sources(Some(text)).unwrap_err();

@@ -24,6 +24,8 @@ const MAX_LINE_BYTES: usize = 32 << 20;
 pub struct Tail {
     path: PathBuf,
     format: TranscriptFormat,
+    /// aider: the chat read from (see [`TranscriptParser::from_chat`]).
+    chat: String,
     parser: TranscriptParser,
     /// Bytes of the file consumed as complete lines.
     offset: u64,
@@ -34,16 +36,18 @@ pub struct Tail {
 }
 
 impl Tail {
-    /// Follows `path` from its beginning.
-    pub fn new(path: PathBuf, format: TranscriptFormat) -> Self {
+    /// Follows `path` from its beginning; for an aider history, only from the
+    /// chat that started at `chat` (empty: all of it).
+    pub fn new(path: PathBuf, format: TranscriptFormat, chat: &str) -> Self {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Tail {
-            parser: TranscriptParser::new(format, &name),
+            parser: TranscriptParser::new(format, &name).from_chat(chat),
             path,
             format,
+            chat: chat.to_owned(),
             offset: 0,
             partial: Vec::new(),
             skipping: false,
@@ -72,7 +76,7 @@ impl Tail {
         let read_from = self.offset + self.partial.len() as u64;
         if len < read_from {
             // Replaced or truncated: start over.
-            *self = Tail::new(self.path.clone(), self.format);
+            *self = Tail::new(self.path.clone(), self.format, &self.chat);
             return Box::pin(self.poll()).await;
         }
         if len == read_from {
@@ -87,7 +91,17 @@ impl Tail {
             .take(want as u64)
             .read_to_end(&mut buffer)
             .await?;
-        Ok(self.feed(&buffer))
+        let mut lines = self.feed(&buffer);
+        // At the end of the file, between whole lines, what is open is complete:
+        // aider appends each prompt, answer and note in one write.
+        let at_end = read_from + buffer.len() as u64 == len && self.partial.is_empty();
+        if at_end {
+            let last = self.parser.finish();
+            if !last.messages.is_empty() {
+                lines.push((self.offset, last));
+            }
+        }
+        Ok(lines)
     }
 
     /// Splits `bytes` (what followed the last read) into lines and parses the
@@ -107,9 +121,15 @@ impl Tail {
                 tracing::warn!(path = %self.path.display(), start, "skipped a transcript line longer than {MAX_LINE_BYTES} bytes");
                 continue;
             }
-            let trimmed = line.trim_ascii();
-            if !trimmed.is_empty() {
-                out.push((start, self.parser.parse_line(trimmed, start)));
+            // Markdown keeps its blank lines and indentation; JSON lines need
+            // neither.
+            if self.format == TranscriptFormat::AiderMarkdown {
+                out.push((start, self.parser.parse_line(&line, start)));
+            } else {
+                let trimmed = line.trim_ascii();
+                if !trimmed.is_empty() {
+                    out.push((start, self.parser.parse_line(trimmed, start)));
+                }
             }
         }
         if self.skipping {
@@ -135,7 +155,7 @@ mod tests {
     async fn follows_appends_and_keeps_partial_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
-        let mut tail = Tail::new(path.clone(), TranscriptFormat::ClaudeJsonl);
+        let mut tail = Tail::new(path.clone(), TranscriptFormat::ClaudeJsonl, "");
         assert!(tail.poll().await.unwrap().is_empty(), "missing file");
         let first = r#"{"type":"user","uuid":"u1","message":{"content":"one"}}"#;
         let second = r#"{"type":"user","uuid":"u2","message":{"content":"two"}}"#;
@@ -154,5 +174,42 @@ mod tests {
         let lines = tail.poll().await.unwrap();
         assert_eq!(lines[0].1.messages[0].text, "two");
         assert_eq!(lines[0].0, 0);
+    }
+
+    #[tokio::test]
+    async fn aider_blocks_are_read_when_the_file_ends_with_them() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".aider.chat.history.md");
+        let mut tail = Tail::new(path.clone(), TranscriptFormat::AiderMarkdown, "");
+        let append = |text: &str| {
+            let mut file = std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            file.write_all(text.as_bytes()).unwrap();
+        };
+        let texts = |lines: Vec<(u64, ParsedLine)>| -> Vec<String> {
+            lines
+                .into_iter()
+                .flat_map(|(_, l)| l.messages)
+                .map(|m| m.text)
+                .collect()
+        };
+        append("\n#### hi  \n\n    indented answer\n\nmore\n\n");
+        assert_eq!(
+            texts(tail.poll().await.unwrap()),
+            vec!["hi", "    indented answer\n\nmore"]
+        );
+        // A line still being written is not the end of a block.
+        append("> Tokens: 1 sent  \n> Appl");
+        assert_eq!(texts(tail.poll().await.unwrap()), Vec::<String>::new());
+        append("ied edit to a.py  \n");
+        assert_eq!(
+            texts(tail.poll().await.unwrap()),
+            vec!["Tokens: 1 sent\nApplied edit to a.py"]
+        );
+        assert!(tail.poll().await.unwrap().is_empty(), "nothing new");
     }
 }

@@ -1,5 +1,6 @@
 //! Reading agents' own transcripts: Claude Code's JSONL, Codex CLI's rollout JSONL
-//! and Gemini CLI's chat JSONL, one JSON object per line.
+//! and Gemini CLI's chat JSONL, one JSON object per line, and aider's Markdown
+//! chat history.
 //!
 //! Parsing is pure ([`TranscriptParser::parse_line`]) and forgiving: the formats
 //! grow with every release, so a line of an unknown `type`, an unknown field, a
@@ -36,6 +37,19 @@
 //! `functionResponse` parts, which carry no prompt. Gemini CLI writes nothing when
 //! a turn ends: a prompt that follows an answer closes the turn before it
 //! ([`ParsedLine::closes_turn`]).
+//!
+//! aider (after `aider/io.py` of aider 0.86): one Markdown file per directory,
+//! `.aider.chat.history.md`, to which each run appends `# aider chat started at
+//! <local time>` and then its chat: a prompt as `#### ` lines (an empty input as
+//! `<blank>`), aider's own notes (start-up, token counts, applied edits, questions
+//! and their answers) as `> ` lines, and the answer as the Markdown between. A
+//! block is emitted when the next one starts or the file ends
+//! ([`TranscriptParser::finish`]; aider appends each piece in one write), keyed by
+//! the file and its first byte. Like aider's own reader, a `#### ` or
+//! `> ` line inside an answer is taken for a prompt or a note. The conversation is
+//! named by the start time of its first chat and goes on in the later chats
+//! (`--restore-chat-history` continues the whole history); a prompt after an
+//! answer closes the turn before it, as for Gemini CLI.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -130,8 +144,43 @@ pub struct TranscriptParser {
     /// Prefix of keys for lines without their own id (the file's name).
     file_tag: String,
     tool_names: HashMap<String, String>,
-    /// Gemini CLI: an answer was read since the last prompt.
+    /// Gemini CLI and aider: an answer was read since the last prompt.
     answered: bool,
+    /// aider: the chat (its start time as the file writes it) whose lines, and
+    /// the later chats', are read; empty reads the whole file.
+    chat: String,
+    /// aider: inside the chat that is read (or a later one).
+    in_chat: bool,
+    /// aider: the block being read, emitted when the next one starts or the
+    /// file ends.
+    block: Option<AiderBlock>,
+}
+
+/// A run of aider history lines of one kind: a prompt (`#### ` lines), aider's own
+/// notes (`> ` lines) or the answer (the lines between).
+#[derive(Debug)]
+struct AiderBlock {
+    role: Role,
+    /// Where its first line starts in the file (bytes): the message's key.
+    offset: u64,
+    /// Its lines, each ending in `\n`, up to [`MAX_MESSAGE_TEXT_BYTES`].
+    text: String,
+    /// Bytes of lines past that, counted, not kept.
+    dropped: usize,
+}
+
+impl AiderBlock {
+    fn push_line(&mut self, line: &str) {
+        let room = MAX_MESSAGE_TEXT_BYTES.saturating_sub(self.text.len());
+        if line.len() < room {
+            self.text.push_str(line);
+            self.text.push('\n');
+        } else {
+            let kept = super::activity::truncate(line, room);
+            self.text.push_str(&kept);
+            self.dropped += line.len() + 1 - kept.len();
+        }
+    }
 }
 
 impl TranscriptParser {
@@ -142,12 +191,30 @@ impl TranscriptParser {
             file_tag: file_name.to_owned(),
             tool_names: HashMap::new(),
             answered: false,
+            chat: String::new(),
+            in_chat: true,
+            block: None,
         }
     }
 
+    /// aider: reads only the chat that started at `chat` (the time of its
+    /// `# aider chat started at` line) and the chats after it, which continue it
+    /// (`--restore-chat-history`). An empty `chat` reads the whole file; other
+    /// formats ignore it (a file is one conversation).
+    #[must_use]
+    pub fn from_chat(mut self, chat: &str) -> Self {
+        self.chat = chat.to_owned();
+        self.in_chat = chat.is_empty() || self.format != TranscriptFormat::AiderMarkdown;
+        self
+    }
+
     /// Parses one line (without its newline) that starts at byte `offset` of the
-    /// file. Never fails: what it does not understand it skips.
+    /// file. Never fails: what it does not understand it skips. An aider line
+    /// gives the block it ends, if any (see [`finish`](Self::finish)).
     pub fn parse_line(&mut self, line: &[u8], offset: u64) -> ParsedLine {
+        if self.format == TranscriptFormat::AiderMarkdown {
+            return self.aider(&String::from_utf8_lossy(line), offset);
+        }
         let Ok(value) = serde_json::from_slice::<Value>(line) else {
             return ParsedLine::default();
         };
@@ -158,7 +225,97 @@ impl TranscriptParser {
             TranscriptFormat::ClaudeJsonl => self.claude(&value, offset),
             TranscriptFormat::CodexJsonl => self.codex(&value, offset),
             TranscriptFormat::GeminiJsonl => self.gemini(&value),
+            TranscriptFormat::AiderMarkdown => ParsedLine::default(),
         }
+    }
+
+    /// Closes what the lines read so far leave open (aider's last block) and
+    /// returns its message; call it at the end of the file. Empty for the JSONL
+    /// formats.
+    pub fn finish(&mut self) -> ParsedLine {
+        let mut parsed = ParsedLine::default();
+        self.aider_close(&mut parsed);
+        parsed
+    }
+
+    /// One line of aider's history (after `aider/io.py` of aider 0.86:
+    /// `append_chat_history`, `user_input`, `ai_output`, `tool_output`; and
+    /// `utils.split_chat_history_markdown`, which reads it back).
+    fn aider(&mut self, line: &str, offset: u64) -> ParsedLine {
+        let mut parsed = ParsedLine::default();
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(started) = line.strip_prefix("# aider chat started at ") {
+            self.aider_close(&mut parsed);
+            let started = started.trim();
+            self.in_chat |= started == self.chat;
+            parsed.session_id = Some(started.to_owned());
+            return parsed;
+        }
+        if !self.in_chat {
+            return parsed;
+        }
+        // Lines written with a line break end in two spaces (Markdown's hard break).
+        let (role, text) = if let Some(prompt) = line.strip_prefix("#### ") {
+            (Role::User, prompt.trim_end())
+        } else if let Some(note) = line.strip_prefix("> ") {
+            (Role::System, note.trim_end())
+        } else if line.trim().is_empty() {
+            // A blank line belongs to an answer; it ends a prompt (each input is
+            // written after one) or a run of notes.
+            match self.block.as_mut() {
+                Some(block) if block.role == Role::Assistant => block.push_line(""),
+                _ => self.aider_close(&mut parsed),
+            }
+            return parsed;
+        } else {
+            (Role::Assistant, line)
+        };
+        if self.block.as_ref().is_some_and(|b| b.role != role) {
+            self.aider_close(&mut parsed);
+        }
+        self.block
+            .get_or_insert_with(|| AiderBlock {
+                role,
+                offset,
+                text: String::new(),
+                dropped: 0,
+            })
+            .push_line(text);
+        parsed
+    }
+
+    /// Emits the aider block being read into `parsed`.
+    fn aider_close(&mut self, parsed: &mut ParsedLine) {
+        let Some(block) = self.block.take() else {
+            return;
+        };
+        let text = block.text.trim_end();
+        // An empty input is logged as `<blank>`.
+        if text.trim().is_empty() || (block.role == Role::User && text == "<blank>") {
+            return;
+        }
+        match block.role {
+            Role::User => {
+                parsed.closes_turn |= std::mem::take(&mut self.answered);
+                parsed.turn = Some(TurnSignal::Open);
+            }
+            Role::Assistant => {
+                self.answered = true;
+                parsed.turn = Some(TurnSignal::Open);
+            }
+            Role::Tool | Role::System => {}
+        }
+        let text = match block.dropped {
+            0 => text.to_owned(),
+            dropped => format!("{text}\n… [{dropped} more bytes not kept by Corral]"),
+        };
+        parsed.messages.push(ParsedMessage {
+            key: format!("{}#{}", self.file_tag, block.offset),
+            role: block.role,
+            text,
+            tool_name: String::new(),
+            time: None,
+        });
     }
 
     fn remember_tool(&mut self, id: &str, name: &str) {
@@ -787,7 +944,8 @@ pub fn expected_path(spec: &TranscriptSpec, vars: &Vars<'_>) -> Option<PathBuf> 
 
 /// The newest transcript in the profile's directory modified at or after `since`,
 /// other than the files in `exclude`, with the conversation id read from its name
-/// (or, for names made with `{session_id8}`, from its first line). For formats
+/// (or, for names made with `{session_id8}`, from its first line; for aider's
+/// history, the start time of its last chat). For formats
 /// whose directory is not per working directory, only files whose first line
 /// names `vars.cwd` count: Codex's `session_meta.cwd`, Gemini CLI's `projectHash`.
 /// Blocking.
@@ -805,6 +963,17 @@ pub fn newest_since(
         .collect();
     candidates.sort_by_key(|(_, mtime)| std::cmp::Reverse(*mtime));
     for (path, _) in candidates {
+        if spec.format == TranscriptFormat::AiderMarkdown {
+            // The directory's one history: the conversation is its newest chat,
+            // if that started since (not a chat of an earlier run that wrote just
+            // before this one began).
+            match last_aider_chat(&path) {
+                Some(chat) if aider_chat_started(&chat).is_none_or(|t| t >= floor_secs(since)) => {
+                    return Some((path, chat));
+                }
+                _ => continue,
+            }
+        }
         let name = path.file_name()?.to_string_lossy().into_owned();
         let Some(captures) = pattern.captures(&name) else {
             continue;
@@ -841,11 +1010,45 @@ fn first_line(path: &Path, format: TranscriptFormat) -> Option<ParsedLine> {
     Some(parser.parse_line(first.trim_ascii_end(), 0))
 }
 
+/// The start time of the last chat of the aider history at `path` (the text of
+/// its last `# aider chat started at` line), which names the conversation.
+/// Blocking.
+fn last_aider_chat(path: &Path) -> Option<String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).ok()?;
+    let mut last = None;
+    for line in std::io::BufReader::new(file).split(b'\n') {
+        let line = line.ok()?;
+        if let Some(started) = line.strip_prefix(b"# aider chat started at ") {
+            last = Some(String::from_utf8_lossy(started).trim().to_owned());
+        }
+    }
+    last.filter(|chat| !chat.is_empty())
+}
+
+/// When an aider chat started: its name is aider's local time to the second
+/// (`2026-12-08 09:15:02`). `None` when the name is not such a time.
+fn aider_chat_started(chat: &str) -> Option<SystemTime> {
+    let local = chrono::NaiveDateTime::parse_from_str(chat, "%Y-%m-%d %H:%M:%S").ok()?;
+    let time = local.and_local_timezone(chrono::Local).earliest()?;
+    let secs = u64::try_from(time.timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
+/// `time` without its fraction of a second.
+fn floor_secs(time: SystemTime) -> SystemTime {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+}
+
 /// Whether the transcript whose first line is `head` is of directory `cwd`.
-/// Claude Code keeps one folder per directory, so its files always are.
+/// Claude Code keeps one folder per directory, and aider one file, so their
+/// files always are.
 fn is_of_directory(format: TranscriptFormat, head: &ParsedLine, cwd: &str) -> bool {
     match format {
-        TranscriptFormat::ClaudeJsonl => true,
+        TranscriptFormat::ClaudeJsonl | TranscriptFormat::AiderMarkdown => true,
         TranscriptFormat::CodexJsonl => head.cwd.as_deref() == Some(cwd),
         TranscriptFormat::GeminiJsonl => head
             .project_hash
@@ -881,6 +1084,7 @@ mod tests {
         include_str!("../../../tests/fixtures/claude-code/todowrite_examples.jsonl");
     const GEMINI: &str = include_str!("../../../tests/fixtures/gemini-cli/session.jsonl");
     const GEMINI_ID: &str = "5b1a0c9e-3f2d-4e8a-9b7c-1d2e3f4a5b6c";
+    const AIDER: &str = include_str!("../../../tests/fixtures/aider/chat.history.md");
 
     fn parse_all(format: TranscriptFormat, text: &str) -> Vec<ParsedLine> {
         let mut parser = TranscriptParser::new(format, "t.jsonl");
@@ -1185,5 +1389,214 @@ mod tests {
         assert_eq!(locate(&spec, &twin), None);
         assert_eq!(expected_path(&spec, &by_id), None);
         assert_eq!(newest_since(&spec, &vars, since, &[ours]), None);
+    }
+
+    /// The lines of an aider history read from the chat `chat`, as the tail hands
+    /// them over (blank lines and indentation kept), then what the end closes.
+    fn parse_aider(chat: &str, text: &str) -> Vec<ParsedLine> {
+        let mut parser =
+            TranscriptParser::new(TranscriptFormat::AiderMarkdown, ".aider.chat.history.md")
+                .from_chat(chat);
+        let mut offset = 0u64;
+        let mut lines: Vec<ParsedLine> = text
+            .split_inclusive('\n')
+            .map(|line| {
+                let parsed = parser.parse_line(line.trim_end_matches('\n').as_bytes(), offset);
+                offset += line.len() as u64;
+                parsed
+            })
+            .collect();
+        lines.push(parser.finish());
+        lines
+    }
+
+    #[test]
+    fn aider_histories_are_read_from_the_chat_of_the_conversation() {
+        let lines = parse_aider("2026-12-08 09:15:02", AIDER);
+        let got: Vec<(Role, &str)> = messages(&lines)
+            .iter()
+            .map(|m| (m.role, m.text.as_str()))
+            .collect();
+        let answer = "I'll add the function.\n\nhello.py\n```python\n<<<<<<< SEARCH\n=======\n\
+            def greet(name):\n    print(f\"Hello, {name}!\")\n\n>>>>>>> REPLACE\n```";
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Role::System,
+                    "/usr/local/bin/aider --chat-history-file /srv/w/.aider.chat.history.md --no-auto-commits\nAider v0.86.2\nGit repo: .git with 1 files"
+                ),
+                (
+                    Role::User,
+                    "add a greet(name) function to hello.py\nthat prints a greeting"
+                ),
+                (Role::Assistant, answer),
+                (
+                    Role::System,
+                    "Tokens: 2.3k sent, 54 received. Cost: $0.0077 message, $0.0077 session.\nApplied edit to hello.py"
+                ),
+                (Role::User, "/ask what does greet print?"),
+                (Role::User, "what does greet print?"),
+                (
+                    Role::Assistant,
+                    "It prints `Hello, ` followed by the name and `!`."
+                ),
+                (Role::System, "Tokens: 2.4k sent, 15 received."),
+                // `<blank>` (an empty input) is no prompt.
+                (Role::System, "Add file to the chat? (Y)es/(N)o [Yes]: y"),
+                // The chat after it continues the conversation.
+                (Role::System, "Aider v0.86.2"),
+                (Role::User, "now make it return the string"),
+                // The last answer, closed by the end of the run.
+                (
+                    Role::Assistant,
+                    "Here is the change:\n\n    def greet(name):\n        return f\"Hello, {name}!\""
+                ),
+            ]
+        );
+        // Keys are the file and the block's first byte: stable across readings,
+        // and different for each block.
+        let keys: Vec<&str> = messages(&lines).iter().map(|m| m.key.as_str()).collect();
+        let first = AIDER.find("> /usr/local/bin/aider").unwrap();
+        assert_eq!(keys[0], format!(".aider.chat.history.md#{first}"));
+        let mut unique = keys.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len());
+        let again = parse_aider("2026-12-08 09:15:02", AIDER);
+        assert_eq!(messages(&again), messages(&lines));
+        // Each chat's start line names it.
+        let chats: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.session_id.as_deref())
+            .collect();
+        assert_eq!(
+            chats,
+            vec![
+                "2026-12-08 09:00:00",
+                "2026-12-08 09:15:02",
+                "2026-12-08 10:02:41"
+            ]
+        );
+    }
+
+    #[test]
+    fn aider_turns_close_at_the_next_prompt() {
+        let lines = parse_aider("2026-12-08 09:15:02", AIDER);
+        let closing: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.closes_turn)
+            .flat_map(|l| &l.messages)
+            .filter(|m| m.role == Role::User)
+            .map(|m| m.text.as_str())
+            .collect();
+        // The first prompt of the chat and the one that repeats `/ask`'s question
+        // follow no answer.
+        assert_eq!(
+            closing,
+            vec![
+                "/ask what does greet print?",
+                "now make it return the string"
+            ]
+        );
+        assert!(lines.iter().all(|l| l.turn != Some(TurnSignal::Ended)));
+        // Without a chat, the whole history is read; an unknown chat reads nothing.
+        let all = parse_aider("", AIDER);
+        assert_eq!(
+            messages(&all)[1].text,
+            "what is in this repo?",
+            "the first chat's prompt"
+        );
+        assert!(messages(&parse_aider("2026-12-08 08:00:00", AIDER)).is_empty());
+    }
+
+    #[test]
+    fn aider_answers_are_kept_up_to_the_message_limit() {
+        let line = "x".repeat(1000);
+        let mut history = String::from("#### write a lot  \n\n");
+        for _ in 0..300 {
+            history.push_str(&line);
+            history.push('\n');
+        }
+        history.push_str("#### and one long line  \n\n");
+        history.push_str(&"y".repeat(MAX_MESSAGE_TEXT_BYTES + 10));
+        history.push('\n');
+        let lines = parse_aider("", &history);
+        let answers: Vec<&str> = messages(&lines)
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .map(|m| m.text.as_str())
+            .collect();
+        assert_eq!(answers.len(), 2);
+        // 300 lines of 1001 bytes: the first MAX_MESSAGE_TEXT_BYTES are kept.
+        let note = format!(
+            "\n… [{} more bytes not kept by Corral]",
+            300 * 1001 - MAX_MESSAGE_TEXT_BYTES
+        );
+        assert!(answers[0].ends_with(&note));
+        assert_eq!(answers[0].len(), MAX_MESSAGE_TEXT_BYTES + note.len());
+        assert!(answers[1].starts_with("yyy"));
+        assert!(answers[1].ends_with("\n… [11 more bytes not kept by Corral]"));
+    }
+
+    #[test]
+    fn aider_histories_are_found_in_the_directory_and_named_by_their_last_chat() {
+        let cwd = tempfile::tempdir().unwrap();
+        let vars = Vars {
+            cwd: cwd.path().to_str().unwrap(),
+            ..Default::default()
+        };
+        let profiles = super::super::profile::Profiles::builtin();
+        let aider = profiles.get("aider").unwrap();
+        let spec = aider.transcript.clone().unwrap();
+        assert_eq!(spec.format, TranscriptFormat::AiderMarkdown);
+        let since = SystemTime::UNIX_EPOCH;
+        assert_eq!(newest_since(&spec, &vars, since, &[]), None);
+        let history = cwd.path().join(".aider.chat.history.md");
+        std::fs::write(&history, AIDER).unwrap();
+        // Written a few seconds after the last chat began, as aider does.
+        std::fs::File::options()
+            .write(true)
+            .open(&history)
+            .unwrap()
+            .set_modified(aider_chat_started("2026-12-08 10:02:50").unwrap())
+            .unwrap();
+        assert_eq!(
+            newest_since(&spec, &vars, since, &[]),
+            Some((history.clone(), "2026-12-08 10:02:41".to_owned()))
+        );
+        let by_chat = Vars {
+            session_id: "2026-12-08 09:15:02",
+            ..vars.clone()
+        };
+        assert_eq!(locate(&spec, &by_chat), Some(history.clone()));
+        assert_eq!(
+            newest_since(&spec, &vars, since, std::slice::from_ref(&history)),
+            None
+        );
+        // A run that began after the last chat started has not written its own
+        // yet: the earlier run's chat is not taken for it.
+        let after = aider_chat_started("2026-12-08 10:02:42").unwrap();
+        assert_eq!(newest_since(&spec, &vars, after, &[]), None);
+        let same_second = after - std::time::Duration::from_millis(500);
+        assert_eq!(
+            newest_since(&spec, &vars, same_second, &[]).map(|(_, chat)| chat),
+            Some("2026-12-08 10:02:41".to_owned())
+        );
+        // aider is told to write the history where Corral reads it.
+        let argv = aider.argv(
+            &super::super::profile::Launch::Start { session_id: None },
+            "",
+            &[],
+            &vars,
+        );
+        assert_eq!(
+            argv,
+            vec![
+                "aider".to_owned(),
+                "--chat-history-file".to_owned(),
+                history.to_string_lossy().into_owned(),
+            ]
+        );
     }
 }

@@ -1458,7 +1458,8 @@ impl RunMonitor {
         new_id: Option<String>,
     ) {
         self.baseline = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
-        self.tail = Some(Tail::new(path.clone(), spec.format));
+        let chat = new_id.as_deref().unwrap_or(&self.agent_session_id);
+        self.tail = Some(Tail::new(path.clone(), spec.format, chat));
         self.turn_count = 0;
         self.turn = TurnSignal::None;
         if let Some(id) = &new_id {
