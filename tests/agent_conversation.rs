@@ -1,8 +1,8 @@
 //! Agent workers end to end, against a real server with the fake Claude Code
 //! (`tests/fake_agent/fake_claude.py`) in real PTYs: profiles, the conversation
 //! (SendMessage, ListMessages, counts), refusals by state, export in three formats,
-//! full-text search, and activity from the screen; and the built-in `gemini`
-//! profile with the fake Gemini CLI (`tests/fake_agent/fake_gemini.py`).
+//! full-text search, and activity from the screen; and the built-in `gemini` and
+//! `aider` profiles with the fake Gemini CLI and aider (`tests/fake_agent/`).
 
 mod common;
 
@@ -38,6 +38,8 @@ async fn profiles_are_listed_with_their_capabilities() {
     assert_eq!(profiles[2].transcript_format, "codex-jsonl");
     assert!(!profiles[3].resumable, "custom has no resume");
     assert_eq!(profiles[4].transcript_format, "gemini-jsonl");
+    assert_eq!(profiles[0].transcript_format, "aider-markdown");
+    assert!(profiles[0].resumable, "aider continues its history");
     server.stop().await;
 }
 
@@ -808,5 +810,112 @@ async fn a_gemini_cli_conversation_is_read_from_its_chat_file_and_resumed() {
     client.expect(&format!("session {learned}")).await;
     client.expect("resumed with 1 turns").await;
     assert_eq!(std::fs::read_dir(&chats).unwrap().count(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aider_conversation_is_read_from_its_chat_history_and_continued() {
+    // The built-in aider profile (arguments, history location, screen rules) with
+    // only its command replaced by the fake aider.
+    let fake =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_agent/fake_aider.py");
+    let server = TestServer::start_with(
+        |config| {
+            use_fake_claude(
+                config,
+                &format!(
+                    "[profiles.aider]\ncommand = {:?}\n",
+                    fake.display().to_string()
+                ),
+            )
+        },
+        None,
+    )
+    .await;
+    create_agent_session(&server, "aid", "aider").await;
+    // The directory already has a history: another conversation, not this one.
+    let history = server.work_dir("aid").join(".aider.chat.history.md");
+    let earlier = "\n# aider chat started at 2026-01-02 03:04:05\n\n\
+        #### an earlier prompt  \n\nan earlier answer\n\n> Tokens: 1 sent, 1 received.  \n";
+    std::fs::write(&history, earlier).unwrap();
+    let started = start_agent_session(&server, "aid").await;
+    // The conversation is named by the start time of the chat this run began.
+    eventually("the conversation is named by its chat", || async {
+        !conversation_id(&agent(&server, "aid").await).is_empty()
+    })
+    .await;
+    let chat = conversation_id(&agent(&server, "aid").await);
+    let text = std::fs::read_to_string(&history).unwrap();
+    assert!(
+        text.contains(&format!("# aider chat started at {chat}\n"))
+            && chat != "2026-01-02 03:04:05",
+        "{chat:?} in {text:?}"
+    );
+
+    send(&server, "aid", "please edit hello").await.unwrap();
+    wait_message(&server, "aid", Role::System, "Applied edit to hello.py").await;
+    send(&server, "aid", "thanks").await.unwrap();
+    let tokens = "Tokens: 1.2k sent, 20 received.";
+    let read = || async {
+        messages(&server, "aid")
+            .await
+            .into_iter()
+            .map(|m| (m.role(), m.text.clone()))
+            .collect::<Vec<(Role, String)>>()
+    };
+    eventually("the second answer's note", || async {
+        read().await.last() == Some(&(Role::System, tokens.to_owned()))
+    })
+    .await;
+    let answer = "I'll add it.\n\nhello.py\n```python\n<<<<<<< SEARCH\n=======\n\
+        def hello():\n\n    print(\"hello\")\n>>>>>>> REPLACE\n```";
+    // In the order written (each block as soon as the file ends with it); the
+    // earlier conversation is not read; each prompt is one message (the
+    // history's copy claimed the one SendMessage stored).
+    assert_eq!(
+        read().await,
+        vec![
+            (Role::System, "Aider v0.86.2 (fake) with fake-model".into()),
+            (Role::User, "please edit hello".into()),
+            (Role::Assistant, answer.into()),
+            (Role::System, format!("Applied edit to hello.py\n{tokens}")),
+            (Role::User, "thanks".into()),
+            (Role::Assistant, "You said: thanks".into()),
+            (Role::System, tokens.into()),
+        ]
+    );
+    // The second prompt closed the first turn: a TURN checkpoint counts it.
+    let worker = &started.workers[0].name;
+    eventually("a TURN checkpoint with 1 turn", || async {
+        list_checkpoints(&server, worker)
+            .await
+            .iter()
+            .any(|c| c.trigger() == pb::checkpoint::Trigger::Turn && c.turn_count == 1)
+    })
+    .await;
+
+    // An answer with nothing after it yet is read: the file ends with it.
+    send(&server, "aid", "be quiet").await.unwrap();
+    wait_message(&server, "aid", Role::Assistant, "You said: be quiet").await;
+    stop(&server, "aid").await;
+
+    // `aider --restore-chat-history`: the same conversation, continued in a new
+    // chat of the same file.
+    let resumed = resume(&server, "aid").await;
+    assert_eq!(conversation_id(&resumed.workers[0]), chat);
+    let mut client = server.attach(&resumed.workers[0].name, None, None).await;
+    client.expect("resumed with 4 turns").await;
+    send(&server, "aid", "once more").await.unwrap();
+    wait_message(&server, "aid", Role::Assistant, "You said: once more").await;
+    let prompts: Vec<String> = messages(&server, "aid")
+        .await
+        .into_iter()
+        .filter(|m| m.role() == Role::User)
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(
+        prompts,
+        ["please edit hello", "thanks", "be quiet", "once more"]
+    );
     server.stop().await;
 }
