@@ -104,10 +104,14 @@ pub enum Region {
     Top(u16),
     /// The last N rows (where prompts and spinners live).
     Bottom(u16),
+    /// The last N rows down to the last one that is not blank: where a program
+    /// that prints line by line instead of drawing the whole screen (aider, with
+    /// blank rows below its prompt until the screen has filled) has its cursor.
+    Last(u16),
 }
 
 impl Region {
-    /// Parses `screen`, `top:N` or `bottom:N`.
+    /// Parses `screen`, `top:N`, `bottom:N` or `last:N`.
     pub fn parse(text: &str) -> Result<Region, String> {
         let rows = |n: &str| {
             n.parse::<u16>()
@@ -119,8 +123,9 @@ impl Region {
             None if text == "screen" => Ok(Region::Screen),
             Some(("top", n)) => Ok(Region::Top(rows(n)?)),
             Some(("bottom", n)) => Ok(Region::Bottom(rows(n)?)),
+            Some(("last", n)) => Ok(Region::Last(rows(n)?)),
             _ => Err(format!(
-                "region {text:?} is not \"screen\", \"top:N\" or \"bottom:N\""
+                "region {text:?} is not \"screen\", \"top:N\", \"bottom:N\" or \"last:N\""
             )),
         }
     }
@@ -131,6 +136,13 @@ impl Region {
             Region::Screen => rows,
             Region::Top(n) => &rows[..rows.len().min(usize::from(n))],
             Region::Bottom(n) => &rows[rows.len().saturating_sub(usize::from(n))..],
+            Region::Last(n) => {
+                let end = rows
+                    .iter()
+                    .rposition(|r| !r.is_empty())
+                    .map_or(0, |i| i + 1);
+                &rows[end.saturating_sub(usize::from(n))..end]
+            }
         }
     }
 }
@@ -299,6 +311,8 @@ mod tests {
         assert_eq!(Region::parse("screen"), Ok(Region::Screen));
         assert_eq!(Region::parse("bottom:5"), Ok(Region::Bottom(5)));
         assert_eq!(Region::parse("top:2"), Ok(Region::Top(2)));
+        assert_eq!(Region::parse("last:3"), Ok(Region::Last(3)));
+        assert!(Region::parse("last:x").is_err());
         assert!(Region::parse("bottom:0").is_err());
         assert!(Region::parse("middle:3").is_err());
     }

@@ -977,6 +977,46 @@ resume_args = ["--thread", "{session_id}"]
     }
 
     #[test]
+    fn aider_screens_tell_its_activity() {
+        use crate::agent::activity::{Activity, evaluate, screen_rows};
+        let profiles = Profiles::builtin();
+        let rules = &profiles.get("aider").unwrap().screen_rules;
+        // Screens of aider 0.86.2 in a Corral PTY of 24×80 (see the fixtures'
+        // README): blank rows below the prompt, old token counts above it.
+        for (text, want) in [
+            (
+                include_str!("../../../tests/fixtures/aider/screen-idle.txt"),
+                Activity::Idle,
+            ),
+            (
+                include_str!("../../../tests/fixtures/aider/screen-waiting.txt"),
+                Activity::Working,
+            ),
+            (
+                include_str!("../../../tests/fixtures/aider/screen-confirm.txt"),
+                Activity::WaitingForInput,
+            ),
+        ] {
+            let mut parser = vt100::Parser::new(
+                std::num::NonZeroU16::new(24).unwrap(),
+                std::num::NonZeroU16::new(80).unwrap(),
+                0,
+            );
+            parser.process(text.trim_end_matches('\n').replace('\n', "\r\n").as_bytes());
+            let found = evaluate(rules, &screen_rows(parser.screen()));
+            assert_eq!(found.map(|f| f.activity), Some(want), "{text}");
+        }
+        // Once answered, a question is no longer waiting.
+        let mut parser = vt100::Parser::new(
+            std::num::NonZeroU16::new(24).unwrap(),
+            std::num::NonZeroU16::new(80).unwrap(),
+            0,
+        );
+        parser.process(b"Add file to the chat? (Y)es/(N)o/(D)on't ask again [Yes]: y\r\n");
+        assert_eq!(evaluate(rules, &screen_rows(parser.screen())), None);
+    }
+
+    #[test]
     fn bad_profiles_are_refused_with_the_reason() {
         for (text, want) in [
             ("[profiles.x]\nargs = []\n", "`command` is required"),
