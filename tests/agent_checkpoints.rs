@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::agent::{
     agent, agent_server, conversation_id, create_agent_session, list_checkpoints, messages, resume,
     send, start_agent_session, started_agent_session, stop, transcript_path, use_fake_claude,
-    wait_activity, wait_message,
+    wait_activity, wait_message, wait_turn_checkpoint,
 };
 use common::{TestServer, eventually};
 use corral::pb;
@@ -38,14 +38,7 @@ async fn a_checkpoint_is_written_per_turn_and_on_stop() {
             &format!("You said: {prompt}"),
         )
         .await;
-        let want = turn as i32 + 1;
-        eventually(&format!("a TURN checkpoint with {want} turns"), || async {
-            list_checkpoints(&server, &worker)
-                .await
-                .iter()
-                .any(|c| c.trigger() == pb::checkpoint::Trigger::Turn && c.turn_count == want)
-        })
-        .await;
+        wait_turn_checkpoint(&server, &worker, turn as i32 + 1).await;
     }
     let listed = list_checkpoints(&server, &worker).await;
     assert!(

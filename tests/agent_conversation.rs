@@ -7,9 +7,9 @@
 mod common;
 
 use common::agent::{
-    agent, agent_server, conversation_id, create_agent_session, expect_activity, list_checkpoints,
-    messages, resume, send, start_agent_session, started_agent_session, stop, transcript_path,
-    use_fake_claude, wait_message,
+    agent, agent_server, conversation_id, create_agent_session, expect_activity, messages, resume,
+    send, server_with_fake, start_agent_session, started_agent_session, stop, transcript_path,
+    use_fake_claude, wait_message, wait_turn_checkpoint,
 };
 use common::{TestServer, eventually};
 use corral::pb;
@@ -717,23 +717,7 @@ async fn an_agent_that_picks_its_own_conversation_id_is_learned_and_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gemini_cli_conversation_is_read_from_its_chat_file_and_resumed() {
-    // The built-in gemini profile (arguments, chat file location, screen rules)
-    // with only its command replaced by the fake Gemini CLI.
-    let fake =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_agent/fake_gemini.py");
-    let server = TestServer::start_with(
-        |config| {
-            use_fake_claude(
-                config,
-                &format!(
-                    "[profiles.gemini]\ncommand = {:?}\n",
-                    fake.display().to_string()
-                ),
-            )
-        },
-        None,
-    )
-    .await;
+    let server = server_with_fake("gemini", "fake_gemini.py").await;
     create_agent_session(&server, "gem", "gemini").await;
     let started = start_agent_session(&server, "gem").await;
     // Gemini CLI writes its session line at start: the id is learned from it.
@@ -793,14 +777,7 @@ async fn a_gemini_cli_conversation_is_read_from_its_chat_file_and_resumed() {
         ]
     );
     // The second prompt closed the first turn: a TURN checkpoint counts it.
-    let worker = &started.workers[0].name;
-    eventually("a TURN checkpoint with 1 turn", || async {
-        list_checkpoints(&server, worker)
-            .await
-            .iter()
-            .any(|c| c.trigger() == pb::checkpoint::Trigger::Turn && c.turn_count == 1)
-    })
-    .await;
+    wait_turn_checkpoint(&server, &started.workers[0].name, 1).await;
 
     stop(&server, "gem").await;
     let resumed = resume(&server, "gem").await;
@@ -815,23 +792,7 @@ async fn a_gemini_cli_conversation_is_read_from_its_chat_file_and_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aider_conversation_is_read_from_its_chat_history_and_continued() {
-    // The built-in aider profile (arguments, history location, screen rules) with
-    // only its command replaced by the fake aider.
-    let fake =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_agent/fake_aider.py");
-    let server = TestServer::start_with(
-        |config| {
-            use_fake_claude(
-                config,
-                &format!(
-                    "[profiles.aider]\ncommand = {:?}\n",
-                    fake.display().to_string()
-                ),
-            )
-        },
-        None,
-    )
-    .await;
+    let server = server_with_fake("aider", "fake_aider.py").await;
     create_agent_session(&server, "aid", "aider").await;
     // The directory already has a history: another conversation, not this one.
     let history = server.work_dir("aid").join(".aider.chat.history.md");
@@ -885,14 +846,7 @@ async fn an_aider_conversation_is_read_from_its_chat_history_and_continued() {
         ]
     );
     // The second prompt closed the first turn: a TURN checkpoint counts it.
-    let worker = &started.workers[0].name;
-    eventually("a TURN checkpoint with 1 turn", || async {
-        list_checkpoints(&server, worker)
-            .await
-            .iter()
-            .any(|c| c.trigger() == pb::checkpoint::Trigger::Turn && c.turn_count == 1)
-    })
-    .await;
+    wait_turn_checkpoint(&server, &started.workers[0].name, 1).await;
 
     // An answer with nothing after it yet is read: the file ends with it.
     send(&server, "aid", "be quiet").await.unwrap();

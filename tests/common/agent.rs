@@ -42,6 +42,20 @@ pub async fn agent_server() -> TestServer {
     TestServer::start_with(|config| use_fake_claude(config, ""), None).await
 }
 
+/// A server with the fake `claude` profile whose built-in `profile` too runs a
+/// fake, `tests/fake_agent/<fake>` (only its command replaced: arguments,
+/// transcript location and screen rules stay as shipped).
+pub async fn server_with_fake(profile: &str, fake: &str) -> TestServer {
+    let program = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fake_agent")
+        .join(fake);
+    let extra = format!(
+        "[profiles.{profile}]\ncommand = {:?}\n",
+        program.display().to_string()
+    );
+    TestServer::start_with(|config| use_fake_claude(config, &extra), None).await
+}
+
 /// An agent worker of `profile`.
 pub fn agent_worker(profile: &str) -> pb::Worker {
     pb::Worker {
@@ -271,4 +285,16 @@ pub async fn list_checkpoints(server: &TestServer, parent: &str) -> Vec<pb::Chec
         .expect("list checkpoints")
         .into_inner()
         .checkpoints
+}
+
+/// Waits until worker `worker` (its resource name) has a TURN checkpoint counting
+/// `turns` turns.
+pub async fn wait_turn_checkpoint(server: &TestServer, worker: &str, turns: i32) {
+    eventually(&format!("a TURN checkpoint with {turns} turns"), || async {
+        list_checkpoints(server, worker)
+            .await
+            .iter()
+            .any(|c| c.trigger() == pb::checkpoint::Trigger::Turn && c.turn_count == turns)
+    })
+    .await;
 }
