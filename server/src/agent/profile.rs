@@ -976,11 +976,32 @@ resume_args = ["--thread", "{session_id}"]
         assert!(profiles.get("reviewer").unwrap().resumable());
     }
 
+    /// The activity the built-in `profile`'s rules give `screen` (rows of text)
+    /// shown in a 24×80 terminal.
+    fn activity_on(profile: &str, screen: &str) -> Option<crate::agent::activity::Activity> {
+        let profiles = Profiles::builtin();
+        let rules = &profiles.get(profile).unwrap().screen_rules;
+        let mut parser = vt100::Parser::new(
+            std::num::NonZeroU16::new(24).unwrap(),
+            std::num::NonZeroU16::new(80).unwrap(),
+            0,
+        );
+        parser.process(
+            screen
+                .trim_end_matches('\n')
+                .replace('\n', "\r\n")
+                .as_bytes(),
+        );
+        crate::agent::activity::evaluate(
+            rules,
+            &crate::agent::activity::screen_rows(parser.screen()),
+        )
+        .map(|found| found.activity)
+    }
+
     #[test]
     fn aider_screens_tell_its_activity() {
-        use crate::agent::activity::{Activity, evaluate, screen_rows};
-        let profiles = Profiles::builtin();
-        let rules = &profiles.get("aider").unwrap().screen_rules;
+        use crate::agent::activity::Activity;
         // Screens of aider 0.86.2 in a Corral PTY of 24×80 (see the fixtures'
         // README): blank rows below the prompt, old token counts above it.
         for (text, want) in [
@@ -997,23 +1018,34 @@ resume_args = ["--thread", "{session_id}"]
                 Activity::WaitingForInput,
             ),
         ] {
-            let mut parser = vt100::Parser::new(
-                std::num::NonZeroU16::new(24).unwrap(),
-                std::num::NonZeroU16::new(80).unwrap(),
-                0,
-            );
-            parser.process(text.trim_end_matches('\n').replace('\n', "\r\n").as_bytes());
-            let found = evaluate(rules, &screen_rows(parser.screen()));
-            assert_eq!(found.map(|f| f.activity), Some(want), "{text}");
+            assert_eq!(activity_on("aider", text), Some(want), "{text}");
         }
         // Once answered, a question is no longer waiting.
-        let mut parser = vt100::Parser::new(
-            std::num::NonZeroU16::new(24).unwrap(),
-            std::num::NonZeroU16::new(80).unwrap(),
-            0,
-        );
-        parser.process(b"Add file to the chat? (Y)es/(N)o/(D)on't ask again [Yes]: y\r\n");
-        assert_eq!(evaluate(rules, &screen_rows(parser.screen())), None);
+        let answered = "Add file to the chat? (Y)es/(N)o/(D)on't ask again [Yes]: y\n";
+        assert_eq!(activity_on("aider", answered), None);
+    }
+
+    #[test]
+    fn codex_screens_tell_its_activity() {
+        use crate::agent::activity::Activity;
+        // Screens of Codex CLI 0.171.0 in a Corral PTY of 24×80 (see the
+        // fixtures' README).
+        for (text, want) in [
+            (
+                include_str!("../../../tests/fixtures/codex/screen-trust.txt"),
+                Activity::WaitingForInput,
+            ),
+            (
+                include_str!("../../../tests/fixtures/codex/screen-working.txt"),
+                Activity::Working,
+            ),
+            (
+                include_str!("../../../tests/fixtures/codex/screen-idle.txt"),
+                Activity::Idle,
+            ),
+        ] {
+            assert_eq!(activity_on("codex", text), Some(want), "{text}");
+        }
     }
 
     #[test]
