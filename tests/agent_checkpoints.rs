@@ -250,6 +250,13 @@ async fn the_third_crash_in_a_row_moves_the_session_to_error() {
     );
     let worker = &session.workers[0];
     assert_eq!(worker.state(), pb::worker::State::Failed);
+    // The worker's error says what the agent printed last.
+    assert!(
+        worker.last_error.contains("exited with code 3")
+            && worker.last_error.contains("crashing on purpose"),
+        "{}",
+        worker.last_error
+    );
     assert_eq!(worker.restart_count, 2);
     assert_eq!(worker.activity(), Activity::Unknown);
     let refused = send(&server, "fragile", "anyone there?").await.unwrap_err();

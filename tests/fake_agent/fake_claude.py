@@ -15,7 +15,8 @@ depends on it, and nowhere else.
   "Do you want to proceed? ❯ 1. Yes / 2. No" while asking, else the input box
   "│ > " with "? for shortcuts".
 - Prompts (pasted or typed, then Enter):
-    `crash`       writes the prompt to the transcript, then exits with code 3;
+    `crash`       writes the prompt to the transcript, prints "fake claude: crashing
+                  on purpose", then exits with code 3;
     `exit`        exits with code 0;
     `/clear`      switches to a new conversation id (and a new transcript);
     `... ask ...` works, then asks permission for a Bash command; on "1"/Enter it
@@ -286,6 +287,7 @@ class Agent:
         self.write("user", {"role": "user", "content": text})
         if text.strip() == "crash":
             restore()
+            out("\r\nfake claude: crashing on purpose\r\n")
             sys.exit(3)
         if text.strip() == "exit":
             restore()

@@ -102,6 +102,29 @@ pub async fn read_screen(
     }
 }
 
+/// The last rows with text (at most `max_rows`, joined by ` / `, cut to
+/// [`LAST_WORDS_BYTES`]) of the screen that `output` leaves in a terminal of
+/// `rows`×`cols`: what a program printed before it ended. `output` may start in
+/// the middle of the program's output (a tail of the scrollback). Empty when
+/// nothing is on screen.
+pub fn last_words(output: &[u8], rows: u16, cols: u16, max_rows: usize) -> String {
+    let mut parser = vt100::Parser::new(nonzero(rows, 24), nonzero(cols, 80), 0);
+    parser.process(output);
+    let rows = screen_rows(parser.screen());
+    let mut lines: Vec<&str> = rows
+        .iter()
+        .rev()
+        .map(|row| row.trim())
+        .filter(|row| !row.is_empty())
+        .take(max_rows)
+        .collect();
+    lines.reverse();
+    truncate(&lines.join(" / "), LAST_WORDS_BYTES)
+}
+
+/// Longest text [`last_words`] returns, in bytes.
+pub const LAST_WORDS_BYTES: usize = 300;
+
 fn nonzero(value: u16, default: u16) -> NonZeroU16 {
     NonZeroU16::new(value)
         .or_else(|| NonZeroU16::new(default))
@@ -139,6 +162,30 @@ mod tests {
     use super::*;
     use crate::agent::activity::Activity;
     use crate::agent::profile::Profiles;
+
+    #[test]
+    fn last_words_are_the_last_rows_with_text() {
+        // Claude Code 2.1's start-up failure offline, as printed (abridged).
+        let output = b"\x1b[38;5;174mWelcome to Claude Code\x1b[39m\r\n\r\n\
+            \x1b[2GUnable to connect to Anthropic services\r\n\r\n\
+            \x1b[2GFailed to connect to api.anthropic.com: ENOTFOUND\r\n\r\n\
+            \x1b[2GPlease check your internet connection.\r\n\x1b[?25h";
+        assert_eq!(
+            last_words(output, 24, 80, 3),
+            "Unable to connect to Anthropic services / Failed to connect to \
+             api.anthropic.com: ENOTFOUND / Please check your internet connection."
+        );
+        // A full-screen program that left its alternate screen: what it printed
+        // after counts, not the screen it drew.
+        let output = b"\x1b[?1049h\x1b[2J\x1b[Hdrawn UI\x1b[?1049lpanic: boom\r\n";
+        assert_eq!(last_words(output, 24, 80, 3), "panic: boom");
+        assert_eq!(last_words(b"\x1b[2J", 24, 80, 3), "");
+        let long = "x".repeat(1000);
+        assert_eq!(
+            last_words(long.as_bytes(), 24, 200, 3).len(),
+            LAST_WORDS_BYTES
+        );
+    }
 
     fn screen_of(bytes: &[u8]) -> vt100::Parser {
         let mut parser = vt100::Parser::new(nonzero(24, 24), nonzero(80, 80), 0);

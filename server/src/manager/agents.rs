@@ -1184,6 +1184,14 @@ async fn read_delta(
     (start as i64, delta)
 }
 
+/// What a worker's screen showed last (its last three rows with text), from the
+/// tail of its scrollback: the reason an agent that failed printed, for its
+/// `last_error`.
+pub(super) fn last_words(handle: &WorkerHandle) -> String {
+    let size = handle.size();
+    crate::agent::screen::last_words(&scrollback_tail(handle), size.rows, size.cols, 3)
+}
+
 /// The last [`SCROLLBACK_TAIL_BYTES`] of a worker's output.
 fn scrollback_tail(handle: &WorkerHandle) -> Vec<u8> {
     let (_, chunks) = handle.scrollback();

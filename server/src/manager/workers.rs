@@ -1111,7 +1111,16 @@ impl Manager {
             return Ok(None);
         };
         let mut new = current.clone();
-        let failure = (!stopped).then(|| exit_failure(&current, exit)).flatten();
+        let failure = (!stopped)
+            .then(|| {
+                let last_words = self
+                    .supervisor
+                    .handle(worker_id)
+                    .map(|h| super::agents::last_words(&h))
+                    .unwrap_or_default();
+                exit_failure(&current, exit, &last_words)
+            })
+            .flatten();
         new.state = if failure.is_some() {
             worker_state::FAILED
         } else if stopped {
@@ -1221,18 +1230,23 @@ impl Manager {
 }
 
 /// Whether a worker's exit (not asked for by a stop) fails it, and why in plain
-/// words: an agent worker ended abnormally (a non-zero code or a signal). A
-/// terminal worker that ends, however it ends, is just EXITED. (A program that
-/// cannot start at all fails at `posix_spawn`, before any exit.)
-fn exit_failure(model: &worker::Model, exit: &ExitInfo) -> Option<String> {
-    if model.kind == worker_kind::AGENT && !exit.success() {
-        return Some(format!(
-            "agent worker {:?} ended abnormally: {}",
-            model.display_name,
-            exit.describe()
-        ));
+/// words: an agent worker ended abnormally (a non-zero code or a signal), with
+/// `last_words`, what its screen showed last, when there is any. A terminal
+/// worker that ends, however it ends, is just EXITED. (A program that cannot
+/// start at all fails at `posix_spawn`, before any exit.)
+fn exit_failure(model: &worker::Model, exit: &ExitInfo, last_words: &str) -> Option<String> {
+    if model.kind != worker_kind::AGENT || exit.success() {
+        return None;
     }
-    None
+    let mut reason = format!(
+        "agent worker {:?} ended abnormally: {}",
+        model.display_name,
+        exit.describe()
+    );
+    if !last_words.is_empty() {
+        reason.push_str(&format!("; its screen ended with: {last_words:?}"));
+    }
+    Some(reason)
 }
 
 /// The explicit environment of a worker's process: a few variables of the
@@ -1328,21 +1342,30 @@ mod tests {
             ..Default::default()
         };
         // Terminals: no exit fails them.
-        assert_eq!(exit_failure(&model, &code(0)), None);
-        assert_eq!(exit_failure(&model, &code(1)), None);
-        // Agents: any abnormal end does.
+        assert_eq!(exit_failure(&model, &code(0), ""), None);
+        assert_eq!(exit_failure(&model, &code(1), "oops"), None);
+        // Agents: any abnormal end does, with what the screen showed last.
         model.kind = worker_kind::AGENT.into();
-        assert_eq!(exit_failure(&model, &code(0)), None);
-        assert!(
-            exit_failure(&model, &code(2))
-                .unwrap()
-                .contains("exited with code 2")
+        assert_eq!(exit_failure(&model, &code(0), ""), None);
+        assert_eq!(
+            exit_failure(&model, &code(2), "").as_deref(),
+            Some("agent worker \"w\" ended abnormally: exited with code 2")
+        );
+        assert_eq!(
+            exit_failure(&model, &code(1), "Unable to connect / Please check").as_deref(),
+            Some(
+                "agent worker \"w\" ended abnormally: exited with code 1; its screen ended with: \"Unable to connect / Please check\""
+            )
         );
         let killed = ExitInfo {
             signal: Some(9),
             ..Default::default()
         };
-        assert!(exit_failure(&model, &killed).unwrap().contains("SIGKILL"));
+        assert!(
+            exit_failure(&model, &killed, "")
+                .unwrap()
+                .contains("SIGKILL")
+        );
     }
 
     #[test]
