@@ -297,13 +297,7 @@ mod tests {
     }
 
     fn screen(bytes: &[u8], rows: u16, cols: u16) -> Vec<String> {
-        let mut parser = vt100::Parser::new(
-            std::num::NonZeroU16::new(rows).unwrap(),
-            std::num::NonZeroU16::new(cols).unwrap(),
-            0,
-        );
-        parser.process(bytes);
-        screen_rows(parser.screen())
+        crate::agent::screen::render(bytes, rows, cols)
     }
 
     #[test]

@@ -981,22 +981,9 @@ resume_args = ["--thread", "{session_id}"]
     fn activity_on(profile: &str, screen: &str) -> Option<crate::agent::activity::Activity> {
         let profiles = Profiles::builtin();
         let rules = &profiles.get(profile).unwrap().screen_rules;
-        let mut parser = vt100::Parser::new(
-            std::num::NonZeroU16::new(24).unwrap(),
-            std::num::NonZeroU16::new(80).unwrap(),
-            0,
-        );
-        parser.process(
-            screen
-                .trim_end_matches('\n')
-                .replace('\n', "\r\n")
-                .as_bytes(),
-        );
-        crate::agent::activity::evaluate(
-            rules,
-            &crate::agent::activity::screen_rows(parser.screen()),
-        )
-        .map(|found| found.activity)
+        let bytes = screen.trim_end_matches('\n').replace('\n', "\r\n");
+        let rows = crate::agent::screen::render(bytes.as_bytes(), 24, 80);
+        crate::agent::activity::evaluate(rules, &rows).map(|found| found.activity)
     }
 
     #[test]

@@ -108,9 +108,7 @@ pub async fn read_screen(
 /// the middle of the program's output (a tail of the scrollback). Empty when
 /// nothing is on screen.
 pub fn last_words(output: &[u8], rows: u16, cols: u16, max_rows: usize) -> String {
-    let mut parser = vt100::Parser::new(nonzero(rows, 24), nonzero(cols, 80), 0);
-    parser.process(output);
-    let rows = screen_rows(parser.screen());
+    let rows = render(output, rows, cols);
     let mut lines: Vec<&str> = rows
         .iter()
         .rev()
@@ -120,6 +118,14 @@ pub fn last_words(output: &[u8], rows: u16, cols: u16, max_rows: usize) -> Strin
         .collect();
     lines.reverse();
     truncate(&lines.join(" / "), LAST_WORDS_BYTES)
+}
+
+/// The rows of the screen that `output` leaves in a terminal of `rows`×`cols`
+/// (a 0 takes the VT100's 24×80), as text with trailing blanks removed.
+pub fn render(output: &[u8], rows: u16, cols: u16) -> Vec<String> {
+    let mut parser = vt100::Parser::new(nonzero(rows, 24), nonzero(cols, 80), 0);
+    parser.process(output);
+    screen_rows(parser.screen())
 }
 
 /// Longest text [`last_words`] returns, in bytes.

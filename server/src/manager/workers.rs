@@ -1113,12 +1113,12 @@ impl Manager {
         let mut new = current.clone();
         let failure = (!stopped)
             .then(|| {
-                let last_words = self
-                    .supervisor
-                    .handle(worker_id)
-                    .map(|h| super::agents::last_words(&h))
-                    .unwrap_or_default();
-                exit_failure(&current, exit, &last_words)
+                exit_failure(&current, exit, || {
+                    self.supervisor
+                        .handle(worker_id)
+                        .map(|h| super::agents::last_words(&h))
+                        .unwrap_or_default()
+                })
             })
             .flatten();
         new.state = if failure.is_some() {
@@ -1231,13 +1231,18 @@ impl Manager {
 
 /// Whether a worker's exit (not asked for by a stop) fails it, and why in plain
 /// words: an agent worker ended abnormally (a non-zero code or a signal), with
-/// `last_words`, what its screen showed last, when there is any. A terminal
-/// worker that ends, however it ends, is just EXITED. (A program that cannot
-/// start at all fails at `posix_spawn`, before any exit.)
-fn exit_failure(model: &worker::Model, exit: &ExitInfo, last_words: &str) -> Option<String> {
+/// what its screen showed last (`last_words`, asked only then), when there is
+/// any. A terminal worker that ends, however it ends, is just EXITED. (A program
+/// that cannot start at all fails at `posix_spawn`, before any exit.)
+fn exit_failure(
+    model: &worker::Model,
+    exit: &ExitInfo,
+    last_words: impl FnOnce() -> String,
+) -> Option<String> {
     if model.kind != worker_kind::AGENT || exit.success() {
         return None;
     }
+    let last_words = last_words();
     let mut reason = format!(
         "agent worker {:?} ended abnormally: {}",
         model.display_name,
@@ -1342,17 +1347,20 @@ mod tests {
             ..Default::default()
         };
         // Terminals: no exit fails them.
-        assert_eq!(exit_failure(&model, &code(0), ""), None);
-        assert_eq!(exit_failure(&model, &code(1), "oops"), None);
+        assert_eq!(exit_failure(&model, &code(0), String::new), None);
+        assert_eq!(exit_failure(&model, &code(1), || "oops".into()), None);
         // Agents: any abnormal end does, with what the screen showed last.
         model.kind = worker_kind::AGENT.into();
-        assert_eq!(exit_failure(&model, &code(0), ""), None);
+        assert_eq!(exit_failure(&model, &code(0), String::new), None);
         assert_eq!(
-            exit_failure(&model, &code(2), "").as_deref(),
+            exit_failure(&model, &code(2), String::new).as_deref(),
             Some("agent worker \"w\" ended abnormally: exited with code 2")
         );
         assert_eq!(
-            exit_failure(&model, &code(1), "Unable to connect / Please check").as_deref(),
+            exit_failure(&model, &code(1), || {
+                "Unable to connect / Please check".into()
+            })
+            .as_deref(),
             Some(
                 "agent worker \"w\" ended abnormally: exited with code 1; its screen ended with: \"Unable to connect / Please check\""
             )
@@ -1362,7 +1370,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            exit_failure(&model, &killed, "")
+            exit_failure(&model, &killed, String::new)
                 .unwrap()
                 .contains("SIGKILL")
         );
